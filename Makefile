@@ -1,0 +1,53 @@
+# pipeline: the front door. `make install`, `make train`, `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UI_PORT ?= 5000
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: install train prepare baseline finetune evaluate predict test test-fast lint format ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+# prepare the data, fit the TF-IDF baseline, fine-tune, evaluate on test, log and register
+train: install
+	$(BIN)/pipeline prepare
+	$(BIN)/pipeline baseline
+	$(BIN)/pipeline train
+
+evaluate: install
+	$(BIN)/pipeline evaluate
+
+predict: install
+	$(BIN)/pipeline predict seeds/000_6abd9dfd733c7055.txt
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not e2e"
+
+lint: install
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/mypy pipeline
+
+format: install
+	$(BIN)/ruff format pipeline tests
+	$(BIN)/ruff check --fix pipeline tests
+
+# the MLflow UI over the project's store, on the loopback interface only
+ui: install
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(UI_PORT) --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlartifacts
+
+clean:
+	rm -rf data/prepared models .cache

@@ -1,0 +1,171 @@
+"""The `pipeline` command: a thin Typer layer over the stage functions.
+
+Every command takes `--config` and repeatable `--set key.path=value` overrides. A user error
+(PipelineError) prints one line on stderr and exits with code 2. Heavy libraries are imported
+inside the commands so that `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.errors import PipelineError
+
+app = typer.Typer(
+    help="News-article classification by topic and stance, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/topic.yaml).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=1.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _config(config: Path | None, overrides: list[str] | None) -> Any:
+    from pipeline.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
+@app.command()
+def prepare(config: ConfigOpt = None, set_: SetOpt = None, force: bool = False) -> None:
+    """Clean, deduplicate and split the data source; write a DatasetDict and a data card."""
+    from pipeline.data import prepare as run_prepare
+
+    cfg = _config(config, set_)
+    result = run_prepare(cfg, force=force)
+    card = result.card
+    state = "unchanged, reused" if result.reused else "written"
+    typer.echo(f"prepared data {state}: {result.path}")
+    typer.echo(f"  rows read {card['rows_read']}, dropped {card['dropped']}, digest {card['content_digest']}")
+    for split, info in card["splits"].items():
+        tok = info["tokens"]
+        typer.echo(
+            f"  {split:<10} {info['n']:>6} articles, tokens mean {tok['mean']}, "
+            f"p90 {tok['p90']}, over window {tok['share_over_window']:.0%}"
+        )
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    register: Annotated[bool, typer.Option(help="Register the model in the MLflow registry.")] = True,
+) -> None:
+    """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
+    from pipeline.train import train as run_train
+
+    cfg = _config(config, set_)
+    r = run_train(cfg, register=register)
+    t = r.test_metrics
+    typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
+    typer.echo(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f} (n={t['n']})")
+    typer.echo(f"model {r.model_uri} alias {r.alias}; run {r.run_id}; {r.seconds:.0f} s")
+
+
+@app.command()
+def baseline(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """TF-IDF + logistic regression, logged to the same experiment for comparison."""
+    from pipeline.baseline import run_baseline
+
+    r = run_baseline(_config(config, set_))
+    typer.echo(
+        f"tfidf baseline (C={r['c']:g}): validation macro-F1 {r['val']['macro_f1']:.4f}, "
+        f"test macro-F1 {r['test']['macro_f1']:.4f}; run {r['run_id']}; {r['seconds']:.0f} s"
+    )
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled csv/jsonl/parquet file (default: the prepared test split).")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
+    label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model on the test split or a labelled file, as an MLflow run."""
+    from pipeline.evaluate import evaluate as run_evaluate
+    from pipeline.evaluate import load_eval_file, parse_label_map, prepared_test_data
+
+    cfg = _config(config, set_)
+    if data is not None:
+        columns = [c.strip() for c in text_column.split(",") if c.strip()]
+        eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map))
+    else:
+        eval_data = prepared_test_data(cfg)
+    r = run_evaluate(cfg, model, eval_data)
+    if as_json:
+        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "per_class", "run_id")})
+        return
+    typer.echo(
+        f"{r['model_uri']} on {eval_data.name} (n={r['n']}): macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}"
+    )
+    for label, row in r["per_class"].items():
+        typer.echo(
+            f"  {label:<16} precision {row['precision']:.3f} recall {row['recall']:.3f} "
+            f"f1 {row['f1']:.3f} support {row['support']}"
+        )
+    typer.echo(f"run {r['run_id']}")
+
+
+@app.command()
+def predict(
+    paths: Annotated[
+        list[str], typer.Argument(help=".txt article(s), folder(s) of .txt, .jsonl with 'text', or - for stdin.")
+    ],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Label articles with the registered champion model."""
+    from pipeline.predict import predict as run_predict
+    from pipeline.predict import read_inputs, render_table
+
+    cfg = _config(config, set_)
+    articles = read_inputs(paths)
+    results = run_predict(
+        articles,
+        model,
+        cfg.task,
+        cfg.mlflow.registered_model,
+        cfg.runtime.device,
+        cfg.runtime.precision,
+        cfg.runtime.threads,
+    )
+    if as_json:
+        for r in results:
+            _echo_json(r)
+    else:
+        render_table(results, cfg.task)
+
+
+def main() -> None:
+    try:
+        app()
+    except PipelineError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

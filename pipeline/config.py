@@ -1,0 +1,181 @@
+"""Configuration: one typed YAML file per task, dotted overrides, and the project's paths.
+
+Every setting lives in the YAML file; the models below only validate it (an unknown or
+mistyped key fails with its dotted name) and carry no defaults of their own, so the file
+is the single place to read what a run did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The folder that holds configs/, the MLflow store and prepared data.
+
+    PIPELINE_HOME wins; else the source checkout this package is installed from
+    (editable install); else the working directory.
+    """
+    if env := os.environ.get("PIPELINE_HOME"):
+        return Path(env).resolve()
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+def resolve_path(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (project_root() / p).resolve()
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=False)
+
+
+class DataConfig(Strict):
+    source: str
+    text_columns: list[str] = Field(min_length=1)
+    label_column: str
+    split_column: str | None
+    split_names: dict[Literal["train", "validation", "test"], str]
+    split_fractions: dict[Literal["validation", "test"], float]
+    labels: list[str] | None
+    id_column: str | None
+    split_seed: int
+    prepared_dir: str
+
+
+class ModelConfig(Strict):
+    name: str
+    max_length: int = Field(ge=16, le=8192)
+    stride: int = Field(ge=0)
+    max_windows: int = Field(ge=1)
+    combine: Literal["mean_logits", "max_logits", "mean_probs", "first"]
+    attention_dropout: float = Field(ge=0.0, lt=1.0)
+
+
+class TrainConfig(Strict):
+    windows: Literal["first", "all"]
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, le=1)
+    class_weights: bool
+    early_stopping_patience: int = Field(ge=0)
+    seed: int
+    output_dir: str
+    max_steps: int | None = Field(ge=1)
+
+
+class RuntimeConfig(Strict):
+    device: str
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    threads: int = Field(ge=0)
+    eval_batch_size: int = Field(ge=1)
+
+
+class BaselineConfig(Strict):
+    max_features: int = Field(ge=1)
+    ngram_max: int = Field(ge=1, le=3)
+    c_grid: list[float] = Field(min_length=1)
+
+
+class MlflowConfig(Strict):
+    experiment: str
+    registered_model: str
+
+
+class Config(Strict):
+    task: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    runtime: RuntimeConfig
+    baseline: BaselineConfig
+    mlflow: MlflowConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _parse_value(text: str) -> Any:
+    # YAML parsing gives `1` -> int, `1e-4` -> str (YAML 1.1), `[a, b]` -> list, `null` -> None.
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; the key must already exist in the file."""
+    for item in overrides:
+        if "=" not in item:
+            raise PipelineError(f"override {item!r} is not of the form key.path=value")
+        dotted, text = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node: Any = raw
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(node, dict) or key not in node:
+                raise PipelineError(f"unknown config key: {'.'.join(keys[: depth + 1])}")
+            node = node[key]
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise PipelineError(f"unknown config key: {dotted.strip()}")
+        node[keys[-1]] = _parse_value(text)
+    return raw
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key: {where}"
+    if first["type"] == "missing":
+        return f"missing config key: {where}"
+    return f"bad config value for {where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def default_config_path(task: str = "topic") -> Path:
+    return project_root() / "configs" / f"{task}.yaml"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    cfg_path = Path(path) if path else default_config_path()
+    if not cfg_path.is_file():
+        raise PipelineError(f"config file not found: {cfg_path}")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise PipelineError(f"config file {cfg_path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"config file {cfg_path} does not hold a mapping")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise PipelineError(f"{cfg_path.name}: {_format_validation_error(err)}") from None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, the shape MLflow params take."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

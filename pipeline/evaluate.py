@@ -1,0 +1,168 @@
+"""Stage 4, evaluate: metrics of a model on the prepared test split or any labelled file, as an MLflow run.
+
+The metric and logging functions here are also what `train` and `baseline` log with, so
+every run of a task carries the same metric names and artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_pred = probs.argmax(axis=1)
+    index = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=index, zero_division=0)
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=index, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=index).tolist(),
+        "labels": labels,
+    }
+
+
+def confusion_figure(metrics: dict[str, Any], title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    labels = metrics["labels"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    ConfusionMatrixDisplay(np.asarray(metrics["confusion_matrix"]), display_labels=labels).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(f"{title} (n={metrics['n']}, macro-F1 {metrics['macro_f1']:.3f})")
+    fig.tight_layout()
+    return fig
+
+
+def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
+    """Metrics as `{prefix}_accuracy`, `{prefix}_macro_f1`, `{prefix}_f1_{label}`; JSON and image artifacts."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
+    for label, row in metrics["per_class"].items():
+        for key in ("precision", "recall", "f1"):
+            flat[f"{prefix}_{key}_{label}"] = row[key]
+    mlflow.log_metrics(flat)
+    mlflow.log_dict(metrics, f"{prefix}/metrics.json")
+    fig = confusion_figure(metrics, prefix)
+    mlflow.log_figure(fig, f"{prefix}/confusion_matrix.png")
+    plt.close(fig)
+
+
+def log_dataset(df: pd.DataFrame, source: str, name: str, context: str) -> str:
+    """Log the evaluated rows as an MLflow dataset input; returns its digest."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    ds = from_pandas(df[["text", "label"]].reset_index(drop=True), source=source, name=name, targets="label")
+    mlflow.log_input(ds, context=context)
+    return str(ds.digest)
+
+
+@dataclass
+class EvalData:
+    texts: list[str]
+    labels: list[str]
+    source: str
+    name: str
+
+
+def parse_label_map(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    mapping = {}
+    for item in text.split(","):
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise PipelineError(f"--label-map item {item!r} is not of the form data_label=model_label")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def load_eval_file(path: Path, text_columns: list[str], label_column: str, label_map: dict[str, str]) -> EvalData:
+    from pipeline.io import join_text_columns, read_table
+
+    df = read_table(path, [*text_columns, label_column])
+    texts = join_text_columns(df, text_columns)
+    labels = [label_map.get(s, s) for s in df[label_column].astype("string").fillna("").str.strip()]
+    keep = [i for i, (t, y) in enumerate(zip(texts, labels, strict=True)) if t and y]
+    if not keep:
+        raise PipelineError(f"no rows with both text and label in {path}")
+    return EvalData([texts[i] for i in keep], [labels[i] for i in keep], str(path), path.name)
+
+
+def prepared_test_data(cfg: Config) -> EvalData:
+    from pipeline.data import load_prepared
+
+    dataset, card = load_prepared(cfg)
+    test = dataset["test"]
+    names = test.features["label"].names
+    return EvalData(list(test["text"]), [names[i] for i in test["label"]], card["source"], f"{cfg.task}-test")
+
+
+def label_indices(labels: list[str], model_labels: list[str]) -> np.ndarray:
+    unknown = sorted(set(labels) - set(model_labels))
+    if unknown:
+        raise PipelineError(
+            f"labels the model does not know: {', '.join(unknown)} (model labels: {', '.join(model_labels)}; "
+            "map them with --label-map data_label=model_label)"
+        )
+    index = {label: i for i, label in enumerate(model_labels)}
+    return np.asarray([index[y] for y in labels])
+
+
+def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str | None = None) -> dict[str, Any]:
+    """Evaluate a registered or local model on `data` inside a new MLflow run."""
+    import pandas as pd
+
+    from pipeline import tracking
+    from pipeline.modeling import Classifier, set_threads
+
+    ref = model_ref or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
+    tracking.use_experiment(cfg.mlflow.experiment)
+    try:
+        folder, uri = tracking.resolve_model(ref)
+    except PipelineError:
+        if model_ref is None:
+            raise PipelineError(f"no trained model ({ref}); run `make train` first") from None
+        raise
+    set_threads(cfg.runtime.threads)
+    clf = Classifier.load(folder, cfg.runtime.device, cfg.runtime.precision, cfg.runtime.eval_batch_size)
+    y = label_indices(data.labels, clf.labels)
+
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name or f"evaluate-{data.name}") as run:
+        mlflow.set_tags({"stage": "evaluate", "task": cfg.task, "model_uri": uri, "eval_data": data.source})
+        tracking.log_config(cfg)
+        digest = log_dataset(pd.DataFrame({"text": data.texts, "label": data.labels}), data.source, data.name, "test")
+        start = time.perf_counter()
+        probs = clf.predict_proba(data.texts)
+        metrics = compute_metrics(y, probs, clf.labels)
+        mlflow.log_metric("test_seconds", time.perf_counter() - start)
+        log_metrics(metrics, "test")
+        mlflow.set_tag("data_digest", digest)
+    return {**metrics, "run_id": run.info.run_id, "model_uri": uri, "data_digest": digest}

@@ -1,0 +1,61 @@
+"""The MLflow pyfunc flavour of a trained classifier: `mlflow.pyfunc.load_model(uri).predict(df)`.
+
+Input: a DataFrame with a `text` column (and `pair` for sentence-pair tasks). Output: the
+label, its probability and one `prob_<label>` column per class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from pipeline.config import PACKAGE_DIR
+
+PIP_REQUIREMENTS = [
+    "torch==2.13.0",
+    "transformers==5.24.0",
+    "numpy",
+    "pandas",
+    "pyyaml",
+    "pydantic>=2.7",
+]
+
+
+class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+    def load_context(self, context: Any) -> None:
+        from pipeline.modeling import Classifier
+
+        self.classifier = Classifier.load(Path(context.artifacts["model"]))
+
+    # no type hints here: MLflow would read them as an input schema
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        texts = [str(t) for t in model_input["text"]]
+        pairs = [str(p) for p in model_input["pair"]] if "pair" in model_input else None
+        probs = self.classifier.predict_proba(texts, pairs)
+        labels = self.classifier.labels
+        out = pd.DataFrame({f"prob_{label}": probs[:, i] for i, label in enumerate(labels)})
+        out.insert(0, "score", probs.max(axis=1))
+        out.insert(0, "label", [labels[i] for i in probs.argmax(axis=1)])
+        return out
+
+
+def log_classifier(folder: Path, labels: list[str], registered_name: str | None) -> Any:
+    """Log the model folder as a pyfunc model of the active run; returns MLflow's ModelInfo."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
+    output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=NewsClassifierModel(),
+        artifacts={"model": str(folder)},
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=PIP_REQUIREMENTS,
+        signature=infer_signature(example, output),
+        registered_model_name=registered_name,
+    )

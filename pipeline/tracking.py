@@ -1,0 +1,147 @@
+"""MLflow plumbing shared by the stages: store location, experiments, registry aliases, model lookup.
+
+By default runs go to a sqlite database and an artifact folder inside the project
+(`mlflow.db`, `mlartifacts/`); MLFLOW_TRACKING_URI points elsewhere (a server, say).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config, flatten, project_root
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+SELECTION_METRIC = "val_macro_f1"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> Path:
+    return project_root() / "mlartifacts"
+
+
+def _import_mlflow() -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def use_experiment(name: str) -> str:
+    """Select (creating if needed) the experiment; local stores keep artifacts in the project."""
+    mlflow = _import_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            location = artifact_root().as_uri() + f"/{name}" if tracking_uri().startswith("sqlite:") else None
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+    except MlflowException as err:
+        raise PipelineError(f"MLflow store {tracking_uri()} failed: {str(err).splitlines()[0]}") from None
+    return str(exp_id)
+
+
+def log_config(cfg: Config) -> None:
+    mlflow = _import_mlflow()
+    params = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(cfg.to_dict()).items()}
+    mlflow.log_params(params)
+    mlflow.log_dict(cfg.to_dict(), "config.yaml")
+
+
+def client() -> MlflowClient:
+    _import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def champion_score(name: str) -> tuple[str, float] | None:
+    """(version, validation macro-F1) of the current champion, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    score = mv.tags.get(SELECTION_METRIC)
+    return (mv.version, float(score)) if score is not None else (mv.version, float("-inf"))
+
+
+def assign_alias(name: str, version: str, val_macro_f1: float) -> str:
+    """champion if first or strictly better on validation than the champion, else challenger."""
+    c = client()
+    c.set_model_version_tag(name, version, SELECTION_METRIC, f"{val_macro_f1:.6f}")
+    current = champion_score(name)
+    alias = CHAMPION if current is None or val_macro_f1 > current[1] else CHALLENGER
+    c.set_registered_model_alias(name, alias, version)
+    return alias
+
+
+def _model_folder(root: Path) -> Path:
+    from pipeline.modeling import MODEL_META
+
+    hits = sorted(root.rglob(MODEL_META))
+    if not hits:
+        raise PipelineError(f"no pipeline model inside {root}")
+    return hits[0].parent
+
+
+def resolve_model(ref: str) -> tuple[Path, str]:
+    """A local folder for a model reference: a folder, `models:/NAME@ALIAS|VERSION` or `runs:/...`.
+
+    Registry models in a local store are read in place; remote ones are downloaded once
+    into .cache/models/NAME/vVERSION. Returns (folder, canonical URI).
+    """
+    local = Path(ref).expanduser()
+    if local.is_dir():
+        return _model_folder(local), str(local.resolve())
+    if not ref.startswith(("models:/", "runs:/")):
+        raise PipelineError(f"model not found: {ref} (give a folder, models:/NAME@ALIAS or runs:/RUN/PATH)")
+    mlflow = _import_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if ref.startswith("models:/"):
+            name, _, which = ref[len("models:/") :].partition("@")
+            c = client()
+            if which:
+                mv = c.get_model_version_by_alias(name, which)
+            else:
+                name, _, version = ref[len("models:/") :].partition("/")
+                mv = c.get_model_version(name, version)
+            uri = f"models:/{name}/{mv.version}"
+            source = c.get_model_version_download_uri(name, mv.version)
+            if source.startswith("file://") and Path(source[7:]).is_dir():
+                return _model_folder(Path(source[7:])), uri
+            cache = project_root() / ".cache" / "models" / name / f"v{mv.version}"
+        else:
+            uri = ref
+            cache = project_root() / ".cache" / "runs" / ref[len("runs:/") :].replace("/", "_")
+        if not cache.is_dir():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=cache.parent))
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+                os.replace(tmp, cache)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return _model_folder(cache), uri
+    except MlflowException as err:
+        raise PipelineError(f"model {ref} not found in {tracking_uri()}: {str(err).splitlines()[0]}") from None

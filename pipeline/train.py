@@ -1,0 +1,307 @@
+"""Stage 2, train: fine-tune a sequence classifier, keep the best epoch, evaluate, log and register.
+
+One MLflow run holds the resolved config, per-epoch train loss and validation metrics, the
+test metrics of the best checkpoint, and the model, registered under the task's name with
+alias `champion` (first, or better on validation than the champion) or `challenger`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import Config, resolve_path
+from pipeline.errors import PipelineError
+from pipeline.evaluate import compute_metrics, log_dataset, log_metrics
+from pipeline.modeling import (
+    Classifier,
+    Windows,
+    build_classifier,
+    combine_windows,
+    encode_windows,
+    load_tokenizer,
+    pad_batch,
+    pick_device,
+    pick_precision,
+    set_threads,
+    window_logits,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_dir: Path
+    best_epoch: int
+    val_macro_f1: float
+    test_metrics: dict[str, Any]
+    model_uri: str | None
+    alias: str | None
+    seconds: float
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length examples: little padding, still a random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
+def training_windows(cfg: Config, tokenizer: Any, texts: list[str], y: np.ndarray) -> tuple[Windows, np.ndarray]:
+    m = cfg.model
+    max_windows = 1 if cfg.train.windows == "first" else m.max_windows
+    windows = encode_windows(tokenizer, texts, None, m.max_length, m.stride, max_windows)
+    return windows, y[np.asarray(windows.owner)]
+
+
+def evaluate_split(
+    model: Any,
+    tokenizer: Any,
+    windows: Windows,
+    n: int,
+    y: np.ndarray,
+    labels: list[str],
+    cfg: Config,
+    device: torch.device,
+    precision: str,
+    combine: str | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    logits = window_logits(
+        model, windows, int(tokenizer.pad_token_id or 0), cfg.runtime.eval_batch_size, device, precision
+    )
+    probs = combine_windows(logits, windows.owner, n, combine or cfg.model.combine)
+    return compute_metrics(y, probs, labels), logits
+
+
+def train(cfg: Config, register: bool = True, show_progress: bool = True) -> TrainResult:
+    import mlflow
+    import pandas as pd
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import get_linear_schedule_with_warmup
+
+    from pipeline import tracking
+    from pipeline.data import prepare
+    from pipeline.io import atomic_dir
+    from pipeline.mlflow_model import log_classifier
+
+    started = time.perf_counter()
+    prepared = prepare(cfg)
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(prepared.path))
+    labels: list[str] = prepared.card["labels"]
+    set_threads(cfg.runtime.threads)
+    set_seed(cfg.train.seed)
+    device = pick_device(cfg.runtime.device)
+    precision = pick_precision(cfg.runtime.precision, device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
+    device = accelerator.device
+
+    tokenizer = load_tokenizer(cfg.model.name)
+    model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout)
+    texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
+    ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
+    train_windows, train_y = training_windows(cfg, tokenizer, texts["train"], ys["train"])
+    m = cfg.model
+    val_windows = encode_windows(tokenizer, texts["validation"], None, m.max_length, m.stride, m.max_windows)
+    lengths = [len(x) for x in train_windows.input_ids]
+
+    t = cfg.train
+    rng = random.Random(t.seed)
+    steps_per_epoch = math.ceil(len(train_windows) / t.batch_size / accelerator.num_processes)
+    total_steps = t.max_steps or steps_per_epoch * t.epochs
+    epochs = min(t.epochs, math.ceil(total_steps / steps_per_epoch))
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.learning_rate,
+        fused=device.type in ("cpu", "cuda"),
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    weight = torch.tensor(class_weights(train_y, len(labels))).to(device) if t.class_weights else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    pad_id = int(tokenizer.pad_token_id or 0)
+    model_dir = resolve_path(t.output_dir)
+
+    tracking.use_experiment(cfg.mlflow.experiment)
+    with mlflow.start_run(run_name=f"train-{cfg.task}") as run:
+        mlflow.set_tags(
+            {
+                "stage": "train",
+                "task": cfg.task,
+                "model": cfg.model.name,
+                "data_digest": prepared.card["content_digest"],
+                "device": str(device),
+                "precision": precision,
+            }
+        )
+        tracking.log_config(cfg)
+        for split in ("train", "validation", "test"):
+            frame = pd.DataFrame({"text": texts[split], "label": [labels[i] for i in ys[split]]})
+            log_dataset(frame, prepared.card["source"], f"{cfg.task}-{split}", split)
+        mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(texts["train"])})
+
+        best_f1, best_epoch, bad_epochs, step = -1.0, 0, 0, 0
+        progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not (show_progress and accelerator.is_main_process),
+        )
+        with progress:
+            bar = progress.add_task("train", total=total_steps, epoch=1, loss=float("nan"))
+            for epoch in range(1, epochs + 1):
+                epoch_start = time.perf_counter()
+                model.train()
+                batches = length_grouped_batches(lengths, t.batch_size, rng)
+                batches = batches[accelerator.process_index :: accelerator.num_processes]
+                losses = []
+                for idx in batches:
+                    if step >= total_steps:
+                        break
+                    batch = pad_batch(
+                        [train_windows.input_ids[i] for i in idx],
+                        [train_windows.token_type_ids[i] for i in idx],
+                        pad_id,
+                    )
+                    target = torch.as_tensor(train_y[idx], device=device)
+                    with accelerator.autocast():
+                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                    loss = loss_fn(logits.float(), target)
+                    accelerator.backward(loss)
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    losses.append(loss.item())
+                    progress.update(bar, advance=1, epoch=epoch, loss=float(np.mean(losses[-20:])))
+                    if step % 10 == 0:
+                        mlflow.log_metric("train_loss_step", float(np.mean(losses[-10:])), step=step)
+                inner = accelerator.unwrap_model(model)
+                val, _ = evaluate_split(
+                    inner,
+                    tokenizer,
+                    val_windows,
+                    len(texts["validation"]),
+                    ys["validation"],
+                    labels,
+                    cfg,
+                    device,
+                    precision,
+                )
+                mlflow.log_metrics(
+                    {
+                        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                        "val_macro_f1_epoch": val["macro_f1"],
+                        "val_accuracy_epoch": val["accuracy"],
+                        "epoch_seconds": time.perf_counter() - epoch_start,
+                    },
+                    step=epoch,
+                )
+                progress.console.print(
+                    f"epoch {epoch}: train loss {np.mean(losses) if losses else float('nan'):.4f}, "
+                    f"validation macro-F1 {val['macro_f1']:.4f}, accuracy {val['accuracy']:.4f}"
+                )
+                if val["macro_f1"] > best_f1:
+                    best_f1, best_epoch, bad_epochs = val["macro_f1"], epoch, 0
+                    if accelerator.is_main_process:
+                        clf = Classifier(
+                            inner,
+                            tokenizer,
+                            labels,
+                            m.max_length,
+                            m.stride,
+                            m.max_windows,
+                            m.combine,
+                            device,
+                            precision,
+                        )
+                        with atomic_dir(model_dir) as tmp:
+                            clf.save(
+                                tmp,
+                                {
+                                    "task": cfg.task,
+                                    "text_columns": cfg.data.text_columns,
+                                    "val_macro_f1": best_f1,
+                                    "epoch": epoch,
+                                    "data_digest": prepared.card["content_digest"],
+                                },
+                            )
+                else:
+                    bad_epochs += 1
+                    if bad_epochs > t.early_stopping_patience:
+                        progress.console.print(f"early stop: no better validation macro-F1 for {bad_epochs} epochs")
+                        break
+                if step >= total_steps:
+                    break
+
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, None, None, 0.0)
+        best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
+        val, val_logits = evaluate_split(
+            best.model,
+            tokenizer,
+            val_windows,
+            len(texts["validation"]),
+            ys["validation"],
+            labels,
+            cfg,
+            device,
+            precision,
+        )
+        # every combination is scored on validation so the configured choice can be checked
+        for how in ("mean_logits", "max_logits", "mean_probs", "first"):
+            probs = combine_windows(val_logits, val_windows.owner, len(texts["validation"]), how)
+            mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(ys["validation"], probs, labels)["macro_f1"])
+        log_metrics(val, "val")
+        test = best.predict_proba(texts["test"])
+        test_metrics = compute_metrics(ys["test"], test, labels)
+        log_metrics(test_metrics, "test")
+        mlflow.log_metrics({"best_epoch": best_epoch, "train_seconds": time.perf_counter() - started})
+
+        info = log_classifier(model_dir, labels, cfg.mlflow.registered_model if register else None)
+        alias = None
+        if register and info.registered_model_version is not None:
+            alias = tracking.assign_alias(cfg.mlflow.registered_model, str(info.registered_model_version), best_f1)
+            mlflow.set_tag("registered", f"{cfg.mlflow.registered_model} v{info.registered_model_version} @{alias}")
+        model_uri = (
+            f"models:/{cfg.mlflow.registered_model}/{info.registered_model_version}"
+            if register and info.registered_model_version is not None
+            else info.model_uri
+        )
+    if best_epoch == 0:
+        raise PipelineError("training produced no checkpoint")
+    return TrainResult(
+        run.info.run_id, model_dir, best_epoch, best_f1, test_metrics, model_uri, alias, time.perf_counter() - started
+    )

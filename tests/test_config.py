@@ -1,0 +1,65 @@
+"""Config: every key typed and validated, dotted overrides, flattening for MLflow params."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import flatten, load_config
+from pipeline.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_loads_and_holds_every_section():
+    cfg = load_config(ROOT / "configs" / "topic.yaml")
+    assert cfg.task == "topic"
+    assert set(cfg.to_dict()) == {"task", "data", "model", "train", "runtime", "baseline", "mlflow"}
+
+
+def test_override_is_typed():
+    cfg = load_config(
+        ROOT / "configs" / "topic.yaml",
+        ["train.epochs=1", "train.learning_rate=3e-5", "data.labels=[a, b]", "train.max_steps=null"],
+    )
+    assert cfg.train.epochs == 1
+    assert cfg.train.learning_rate == pytest.approx(3e-5)
+    assert cfg.data.labels == ["a", "b"]
+    assert cfg.train.max_steps is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=1", "unknown config key: train.epoch"),
+        ("trian.epochs=1", "unknown config key: trian"),
+        ("train.epochs", "not of the form"),
+        ("train.epochs=many", "train.epochs"),
+        ("model.combine=median", "model.combine"),
+    ],
+)
+def test_bad_override_names_the_key(override, message):
+    with pytest.raises(PipelineError, match=message):
+        load_config(ROOT / "configs" / "topic.yaml", [override])
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    text = (ROOT / "configs" / "topic.yaml").read_text().replace("  epochs:", "  epocs:")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(PipelineError, match=r"unknown config key: train\.epocs"):
+        load_config(bad)
+
+
+def test_missing_config_file():
+    with pytest.raises(PipelineError, match="config file not found"):
+        load_config("no/such/config.yaml")
+
+
+def test_flatten_round_trips_keys():
+    cfg = load_config(ROOT / "configs" / "topic.yaml")
+    flat = flatten(cfg.to_dict())
+    assert flat["train.epochs"] == cfg.train.epochs
+    assert flat["data.text_columns"] == cfg.data.text_columns
+    # every flat key addresses a value that `--set` accepts back
+    again = load_config(ROOT / "configs" / "topic.yaml", [f"train.epochs={flat['train.epochs']}"])
+    assert again == cfg

@@ -1,0 +1,110 @@
+"""Prepare: cleaning, deduplication, splits, the data card, re-use of unchanged output, bad input."""
+
+import gzip
+import json
+
+import pytest
+from conftest import LABELS, make_config, synthetic_rows, write_csv
+
+from pipeline.config import load_config
+from pipeline.data import content_digest, prepare
+from pipeline.errors import PipelineError
+from pipeline.io import normalise_text
+
+
+def test_normalise_text():
+    assert normalise_text("  a\u00a0 b\r\n\r\n\r\n\nc \n") == "a b\n\nc"
+    assert normalise_text("ﬁne") == "fine"  # NFKC
+
+
+def test_prepare_splits_dedups_and_writes_a_card(home):
+    rows = synthetic_rows(20)
+    rows.append(dict(rows[0], id="dup"))  # an exact duplicate
+    rows.append(dict(rows[1], id="empty", title="", text="  "))  # no text at all
+    src = write_csv(home / "news.csv", rows)
+    cfg = load_config(make_config(home, "minilm", src))
+    result = prepare(cfg)
+    card = result.card
+    assert not result.reused
+    assert card["dropped"] == {"empty_text": 1, "empty_label": 0, "duplicate_text": 1}
+    n = {s: card["splits"][s]["n"] for s in ("train", "validation", "test")}
+    assert sum(n.values()) == 60
+    assert n["validation"] >= 6 and n["test"] >= 6
+    for split in n:  # stratified: every label in every split
+        assert all(count > 0 for count in card["splits"][split]["labels"].values())
+    assert card["labels"] == sorted(LABELS)
+    assert card["splits"]["train"]["tokens"]["max"] > 0
+
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(result.path))
+    texts = [t for s in ds for t in ds[s]["text"]]
+    assert len(texts) == len(set(texts))
+    assert ds["train"].features["label"].names == sorted(LABELS)
+
+
+def test_prepare_reuses_unchanged_output_and_redoes_changed(home):
+    src = write_csv(home / "news.csv", synthetic_rows(10))
+    cfg = load_config(make_config(home, "minilm", src))
+    first = prepare(cfg)
+    stamp = (first.path / "dataset_dict.json").stat().st_mtime_ns
+    again = prepare(cfg)
+    assert again.reused and (again.path / "dataset_dict.json").stat().st_mtime_ns == stamp
+    write_csv(src, synthetic_rows(10, seed=1))
+    changed = prepare(cfg)
+    assert not changed.reused and changed.card["content_digest"] != first.card["content_digest"]
+
+
+def test_prepare_keeps_a_given_split_column_and_drops_train_copies_of_test_texts(home):
+    rows = synthetic_rows(10)
+    for i, row in enumerate(rows):
+        row["split"] = ["train", "train", "validation", "test"][i % 4]
+    leak = dict(rows[3], id="leak", split="train")  # a test article repeated in train
+    src = write_csv(home / "news.csv", [*rows, leak])
+    cfg = load_config(make_config(home, "minilm", src, data__split_column="split"))
+    card = prepare(cfg).card
+    assert card["splits"]["test"]["n"] == sum(r["split"] == "test" for r in rows)
+    assert card["splits"]["train"]["n"] == sum(r["split"] == "train" for r in rows)
+    assert card["dropped"]["duplicate_text"] == 1
+
+
+def test_content_digest_ignores_row_order():
+    import pandas as pd
+
+    df = pd.DataFrame({"split": ["train", "test"], "label": ["a", "b"], "text": ["x", "y"]})
+    assert content_digest(df) == content_digest(df.iloc[::-1])
+    assert content_digest(df) != content_digest(df.assign(label=["b", "b"]))
+
+
+def test_prepare_reads_jsonl_gz(home):
+    src = home / "news.jsonl.gz"
+    with gzip.open(src, "wt", encoding="utf-8") as f:
+        for row in synthetic_rows(8):
+            f.write(json.dumps(row) + "\n")
+    card = prepare(load_config(make_config(home, "minilm", src))).card
+    assert sum(card["splits"][s]["n"] for s in card["splits"]) == 24
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "file is empty"),
+        (b"title,text,label\n\xff\xfe\xfa,bad,x\n", "not UTF-8"),
+        (b"title,body,label\na,b,c\n", "no column 'text'"),
+        (b"id,title,text,label\n", "no rows"),
+    ],
+)
+def test_bad_sources_fail_with_one_clear_error(home, content, message):
+    src = home / "bad.csv"
+    src.write_bytes(content)
+    cfg = load_config(make_config(home, "minilm", src))
+    with pytest.raises(PipelineError, match=message):
+        prepare(cfg)
+    assert not (home / "prepared").exists()  # nothing half-written
+
+
+def test_labels_outside_the_config_are_named(home):
+    src = write_csv(home / "news.csv", synthetic_rows(5))
+    cfg = load_config(make_config(home, "minilm", src, data__labels=["business", "sport"]))
+    with pytest.raises(PipelineError, match=r"\['tech'\]"):
+        prepare(cfg)

@@ -1,0 +1,72 @@
+"""Predict inputs: header lines become metadata, folders, jsonl, stdin; bad files fail cleanly."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.predict import parse_article, read_inputs
+
+SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_6abd9dfd733c7055.txt"
+
+
+def test_sample_article_header_is_metadata():
+    [article] = read_inputs([str(SEED)])
+    assert article.metadata == {"date": "2022-01-02"}
+    assert article.text.startswith("Russian President Vladimir Putin")
+    assert "2022-01-02" not in article.text
+
+
+def test_prose_first_line_is_not_a_header():
+    article = parse_article("Shares rose sharply on Monday.\nMore text.", "x")
+    assert article.metadata == {}
+    assert article.text.startswith("Shares rose")
+
+
+def test_title_header_is_metadata_and_leads_the_text():
+    article = parse_article("title Markets rally\nauthor: Jane Doe\n\nShares rose.", "x")
+    assert article.metadata == {"title": "Markets rally", "author": "Jane Doe"}
+    assert article.text == "Markets rally\n\nShares rose."
+
+
+def test_folder_jsonl_and_stdin(tmp_path, monkeypatch):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "b.txt").write_text("date 2020-01-01\nSecond article.")
+    (folder / "a.txt").write_text("First article.")
+    (folder / "ignored.md").write_text("not an article")
+    jsonl = tmp_path / "batch.jsonl"
+    jsonl.write_text(json.dumps({"text": "From jsonl.", "id": 7}) + "\n\n")
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("From stdin."))
+    articles = read_inputs([str(folder), str(jsonl), "-"])
+    assert [a.text for a in articles] == ["First article.", "Second article.", "From jsonl.", "From stdin."]
+    assert articles[2].metadata == {"id": 7}
+    assert articles[3].source == "<stdin>"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.txt", None, "file not found"),
+        ("empty.txt", b"", "file is empty"),
+        ("blank.txt", b"date 2020-01-01\n\n  \n", "no article text"),
+        ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary file"),
+        ("latin1.txt", "café crème".encode("latin-1"), "not UTF-8"),
+        ("bad.jsonl", b"{not json}\n", "not a JSON object"),
+        ("notext.jsonl", b'{"body": "x"}\n', "no string field 'text'"),
+    ],
+)
+def test_bad_inputs(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(PipelineError, match=message):
+        read_inputs([str(path)])
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(PipelineError, match=r"no \.txt files"):
+        read_inputs([str(tmp_path)])

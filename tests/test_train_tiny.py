@@ -1,0 +1,140 @@
+"""Train -> evaluate -> predict on a tiny random BERT: the MLflow run, the registry, the outputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_config, synthetic_rows, write_csv
+
+from pipeline import tracking
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.evaluate import evaluate, load_eval_file, parse_label_map, prepared_test_data
+from pipeline.predict import Article, predict
+from pipeline.train import length_grouped_batches, train
+
+
+@pytest.fixture()
+def trained(home, tiny_model_dir):
+    src = write_csv(home / "news.csv", synthetic_rows(30))
+    cfg = load_config(
+        make_config(home, tiny_model_dir, src, train__epochs=3, train__learning_rate=2e-3, train__warmup_ratio=0.0)
+    )
+    return cfg, train(cfg, show_progress=False)
+
+
+def test_length_grouped_batches_cover_every_example_once():
+    import random
+
+    lengths = [random.Random(i).randint(5, 500) for i in range(103)]
+    batches = length_grouped_batches(lengths, 8, random.Random(0))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+
+
+def test_training_learns_logs_and_registers(trained):
+    _, result = trained
+    import mlflow
+
+    assert result.alias == "champion" and result.model_uri == "models:/topic/1"
+    assert result.val_macro_f1 > 0.8, "a tiny BERT must learn keyword-separable classes"
+    assert (result.model_dir / "pipeline.json").is_file()
+    run = mlflow.get_run(result.run_id)
+    metrics = run.data.metrics
+    for key in ("train_loss", "val_macro_f1", "test_macro_f1", "test_accuracy", "val_macro_f1_mean_logits"):
+        assert key in metrics
+    assert run.data.params["train.epochs"] == "3"
+    history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "train_loss")
+    assert len(history) >= 2 and history[-1].value < history[0].value
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "test")}
+    assert {"test/confusion_matrix.png", "test/metrics.json"} <= artifacts
+    assert len(run.inputs.dataset_inputs) == 3
+
+
+def test_evaluate_and_predict_use_the_champion(trained):
+    cfg, result = trained
+    out = evaluate(cfg, None, prepared_test_data(cfg))
+    assert out["n"] == result.test_metrics["n"]
+    assert out["macro_f1"] == pytest.approx(result.test_metrics["macro_f1"], abs=1e-6)
+    assert set(out["per_class"]) == {"business", "sport", "tech"}
+
+    articles = [Article("a", "match goal team player coach season cup league win goal"), Article("b", "shares profit")]
+    results = predict(articles, None, cfg.task, cfg.mlflow.registered_model, "cpu", "fp32")
+    assert results[0]["topic"]["label"] == "sport"
+    for r in results:
+        assert set(r) == {"source", "metadata", "topic"}
+        assert sum(r["topic"]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["topic"]["score"] == max(r["topic"]["scores"].values())
+
+
+def test_evaluate_on_a_file_with_a_label_map_and_unknown_labels(trained, home):
+    cfg, _ = trained
+    rows = [
+        dict(r, label={"business": "biz", "sport": "sports", "tech": "tech"}[r["label"]]) for r in synthetic_rows(3)
+    ]
+    path = write_csv(home / "other.csv", rows)
+    with pytest.raises(PipelineError, match="labels the model does not know: biz, sports"):
+        evaluate(cfg, None, load_eval_file(path, ["title", "text"], "label", {}))
+    data = load_eval_file(path, ["title", "text"], "label", parse_label_map("biz=business,sports=sport"))
+    assert evaluate(cfg, None, data)["n"] == 9
+
+
+def test_alias_goes_to_the_better_model_on_validation(home):
+    c = tracking.client()
+    c.create_registered_model("m")
+    versions = [c.create_model_version("m", source=str(home)).version for _ in range(3)]
+    assert tracking.assign_alias("m", versions[0], 0.80) == "champion"
+    assert tracking.assign_alias("m", versions[1], 0.75) == "challenger"
+    assert tracking.assign_alias("m", versions[2], 0.85) == "champion"
+    assert c.get_model_version_by_alias("m", "champion").version == versions[2]
+    assert c.get_model_version_by_alias("m", "challenger").version == versions[1]
+
+
+def run_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIPELINE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, input=stdin, timeout=300
+    )
+
+
+def test_cli_json_outputs(trained, home):
+    config = str(home / "config.yaml")
+    ev = run_cli(home, "evaluate", "-c", config, "--json")
+    assert ev.returncode == 0, ev.stderr
+    obj = json.loads(ev.stdout)
+    assert set(obj) == {"n", "accuracy", "macro_f1", "per_class", "run_id"}
+    assert set(obj["per_class"]["sport"]) == {"precision", "recall", "f1", "support"}
+
+    pr = run_cli(home, "predict", "-c", config, "--json", "-", stdin="date 2021-05-05\nmatch goal team win")
+    assert pr.returncode == 0, pr.stderr
+    [line] = pr.stdout.strip().splitlines()
+    obj = json.loads(line)
+    assert obj["source"] == "<stdin>" and obj["metadata"] == {"date": "2021-05-05"}
+    assert set(obj["topic"]) == {"label", "score", "scores"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "missing.txt"], "file not found"),
+        (["train", "--set", "train.epoch=1"], "unknown config key: train.epoch"),
+        (["evaluate", "--data", "missing.csv"], "file not found"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(home, args, message):
+    res = run_cli(home, *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_predict_without_a_model_says_to_train(home):
+    article = home / "a.txt"
+    article.write_text("Some news.")
+    res = run_cli(home, "predict", str(article))
+    assert res.returncode == 2
+    assert "run `make train`" in res.stderr

@@ -1,0 +1,79 @@
+"""Long-article windows: coverage of every token, pairs in every window, the cap, the combinations."""
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.modeling import combine_windows, encode_windows, load_tokenizer, softmax
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("minilm")
+
+
+def article_tokens(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_windows_cover_every_token_in_order(tokenizer):
+    text = " ".join(f"word{i}" for i in range(400))
+    max_length, stride = 64, 16
+    w = encode_windows(tokenizer, [text], None, max_length, stride, max_windows=100)
+    body = max_length - 2
+    rebuilt = []
+    for i, ids in enumerate(w.input_ids):
+        assert len(ids) <= max_length
+        content = ids[1:-1]  # drop [CLS] and [SEP]
+        rebuilt += content if i == 0 else content[stride:]
+        assert len(content) <= body
+    assert rebuilt == article_tokens(tokenizer, text)
+
+
+def test_short_article_is_one_window(tokenizer):
+    w = encode_windows(tokenizer, ["a short article", "another one"], None, 64, 16, 8)
+    assert w.owner == [0, 1]
+
+
+def test_max_windows_keeps_the_start(tokenizer):
+    text = " ".join(f"word{i}" for i in range(400))
+    full = encode_windows(tokenizer, [text], None, 64, 16, 100)
+    capped = encode_windows(tokenizer, [text], None, 64, 16, 3)
+    assert len(capped) == 3
+    assert capped.input_ids == full.input_ids[:3]
+
+
+def test_pair_is_in_every_window(tokenizer):
+    claim = "the minister resigned"
+    text = " ".join(f"word{i}" for i in range(300))
+    w = encode_windows(tokenizer, [text], [claim], 64, 16, 100)
+    claim_ids = article_tokens(tokenizer, claim)
+    assert len(w) > 1
+    for ids, types in zip(w.input_ids, w.token_type_ids, strict=True):
+        assert ids[1 : 1 + len(claim_ids)] == claim_ids
+        assert types[1] == 0 and types[-1] == 1
+
+
+def test_stride_must_leave_room(tokenizer):
+    with pytest.raises(PipelineError, match="stride"):
+        encode_windows(tokenizer, ["x"], None, 64, 32, 4)
+
+
+def test_combinations_agree_on_a_single_window():
+    logits = np.array([[2.0, 0.5, -1.0]])
+    for how in ("mean_logits", "max_logits", "mean_probs", "first"):
+        np.testing.assert_allclose(combine_windows(logits, [0], 1, how)[0], softmax(logits[0]), rtol=1e-6)
+
+
+def test_combinations_are_distributions_and_use_their_windows():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(7, 4)).astype(np.float32)
+    owner = [0, 0, 0, 1, 2, 2, 2]
+    for how in ("mean_logits", "max_logits", "mean_probs", "first"):
+        probs = combine_windows(logits, owner, 3, how)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(combine_windows(logits, owner, 3, "mean_logits")[1], softmax(logits[3]), rtol=1e-6)
+    np.testing.assert_allclose(combine_windows(logits, owner, 3, "first")[2], softmax(logits[4]), rtol=1e-6)
+    np.testing.assert_allclose(
+        combine_windows(logits, owner, 3, "mean_probs")[0], softmax(logits[:3]).mean(axis=0), rtol=1e-6
+    )
