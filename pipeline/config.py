@@ -7,6 +7,7 @@ is the single place to read what a run did.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -139,10 +140,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # a misspelt key is both unknown and missing: name the unknown one, with a suggestion
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return f"unknown config key: {where}"
+        missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+        close = difflib.get_close_matches(where, missing, n=1)
+        return f"unknown config key: {where}" + (f" (did you mean {close[0]}?)" if close else "")
     if first["type"] == "missing":
         return f"missing config key: {where}"
     return f"bad config value for {where}: {first['msg']} (got {first.get('input')!r})"

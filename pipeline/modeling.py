@@ -44,6 +44,7 @@ def resolve_model_name(name: str) -> str:
 
 def _quiet_transformers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -17,11 +17,23 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.io import normalise_text, read_text_file
 
-HEADER_KEYS = {
-    "date", "title", "headline", "author", "authors", "byline", "source", "publisher", "url", "link",
-    "id", "lang", "language", "section", "category", "tags", "published", "updated", "country",
-}  # fmt: skip
-HEADER_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z_-]*)[ \t:]+(\S.*?)\s*$")
+# keys whose value is one token: the rest of such a line, if any, is already article text
+# (the sample article starts " date 2022-01-02 Russian President ...")
+ONE_TOKEN_KEYS = {"date", "published", "updated", "id", "url", "link", "lang", "language"}
+LINE_KEYS = {
+    "title",
+    "headline",
+    "author",
+    "authors",
+    "byline",
+    "source",
+    "publisher",
+    "section",
+    "category",
+    "tags",
+    "country",
+}
+HEADER_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z_-]*)[ \t]*[ \t:][ \t]*(\S+)[ \t]*(.*?)\s*$")
 
 
 @dataclass
@@ -41,8 +53,17 @@ def parse_article(raw: str, source: str) -> Article:
             body_start = i + 1
             continue
         match = HEADER_LINE.match(line)
-        if match and match.group(1).lower() in HEADER_KEYS and len(line) <= 300:
-            metadata[match.group(1).lower()] = match.group(2)
+        key = match.group(1).lower() if match else ""
+        if match and key in ONE_TOKEN_KEYS:
+            metadata[key] = match.group(2)
+            body_start = i + 1
+            if match.group(3):
+                lines[i] = match.group(3)
+                body_start = i
+                break
+            continue
+        if match and key in LINE_KEYS and len(line) <= 300:
+            metadata[key] = f"{match.group(2)} {match.group(3)}".strip()
             body_start = i + 1
             continue
         break

@@ -6,9 +6,11 @@ By default runs go to a sqlite database and an artifact folder inside the projec
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,12 @@ def _import_mlflow() -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     import mlflow
+
+    # MLflow's advice on pickled pyfunc models, type hints and dataset sources is noise for our users
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
