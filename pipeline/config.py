@@ -63,6 +63,7 @@ class ModelConfig(Strict):
     max_windows: int = Field(ge=1)
     combine: Literal["mean_logits", "max_logits", "mean_probs", "first"]
     attention_dropout: float = Field(ge=0.0, lt=1.0)
+    pooling: Literal["cls", "mean"]
 
 
 class TrainConfig(Strict):

@@ -125,7 +125,7 @@ def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:
     return {
         "mean": round(float(a.mean()), 1),
         "median": float(np.median(a)),
-        "p90": float(np.percentile(a, 90)),
+        "p90": round(float(np.percentile(a, 90)), 1),
         "max": int(a.max()),
         "share_over_window": round(float((a > max_length).mean()), 3),
     }

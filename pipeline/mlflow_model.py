@@ -6,12 +6,16 @@ label, its probability and one `prob_<label>` column per class.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 
 from pipeline.config import PACKAGE_DIR
+
+# MLflow warns at class definition that predict() has no type hints: they are left out on purpose
+warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
 
 PIP_REQUIREMENTS = [
     "torch==2.13.0",

@@ -61,12 +61,21 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         raise PipelineError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]}") from None
 
 
-def build_classifier(name: str, labels: list[str], attention_dropout: float) -> PreTrainedModel:
-    _quiet_transformers()
+def classifier_class(pooling: str) -> Any:
+    """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT family)."""
+    if pooling == "mean":
+        from pipeline.mean_pool import MeanPoolBertClassifier
+
+        return MeanPoolBertClassifier
     from transformers import AutoModelForSequenceClassification
 
+    return AutoModelForSequenceClassification
+
+
+def build_classifier(name: str, labels: list[str], attention_dropout: float, pooling: str) -> PreTrainedModel:
+    _quiet_transformers()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        return classifier_class(pooling).from_pretrained(
             resolve_model_name(name),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -253,6 +262,7 @@ class Classifier:
     device: torch.device
     precision: str
     batch_size: int = 32
+    pooling: str = "cls"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
@@ -278,6 +288,7 @@ class Classifier:
             "stride": self.stride,
             "max_windows": self.max_windows,
             "combine": self.combine,
+            "pooling": self.pooling,
         }
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -288,10 +299,11 @@ class Classifier:
             raise PipelineError(f"{folder} is not a pipeline model folder (no {MODEL_META})")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         _quiet_transformers()
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         dev = pick_device(device)
-        model = AutoModelForSequenceClassification.from_pretrained(folder).to(dev)
+        pooling = str(meta.get("pooling", "cls"))
+        model = classifier_class(pooling).from_pretrained(folder).to(dev)
         model.eval()
         return cls(
             model=model,
@@ -304,5 +316,6 @@ class Classifier:
             device=dev,
             precision=pick_precision(precision, dev),
             batch_size=batch_size,
+            pooling=pooling,
             meta=meta,
         )

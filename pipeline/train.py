@@ -122,7 +122,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     device = accelerator.device
 
     tokenizer = load_tokenizer(cfg.model.name)
-    model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout)
+    model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout, cfg.model.pooling)
     texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
     train_windows, train_y = training_windows(cfg, tokenizer, texts["train"], ys["train"])
@@ -245,6 +245,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                             m.combine,
                             device,
                             precision,
+                            pooling=m.pooling,
                         )
                         with atomic_dir(model_dir) as tmp:
                             clf.save(
