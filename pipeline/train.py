@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
@@ -258,6 +259,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                                     "data_digest": prepared.card["content_digest"],
                                 },
                             )
+                            (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
                 else:
                     bad_epochs += 1
                     if bad_epochs > t.early_stopping_patience:

@@ -42,7 +42,7 @@ def test_training_learns_logs_and_registers(trained):
 
     assert result.alias == "champion" and result.model_uri == "models:/topic/1"
     assert result.val_macro_f1 > 0.8, "a tiny BERT must learn keyword-separable classes"
-    assert (result.model_dir / "pipeline.json").is_file()
+    assert (result.model_dir / "pipeline.json").is_file() and (result.model_dir / "config.yaml").is_file()
     run = mlflow.get_run(result.run_id)
     metrics = run.data.metrics
     for key in ("train_loss", "val_macro_f1", "test_macro_f1", "test_accuracy", "val_macro_f1_mean_logits"):

@@ -1,0 +1,52 @@
+"""The classifier: save/load round trip for both poolings, padding invariance, device and precision choice."""
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.modeling import Classifier, build_classifier, load_tokenizer, pick_device, pick_precision
+
+TEXTS = ["Shares rose after record profits.", "The striker scored twice in the cup final. " * 40, "New phone chips."]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_save_load_round_trip_gives_the_same_probabilities(tiny_model_dir, tmp_path, pooling):
+    import torch
+
+    labels = ["business", "sport", "tech"]
+    model = build_classifier(str(tiny_model_dir), labels, 0.0, pooling)
+    model.eval()
+    tok = load_tokenizer(str(tiny_model_dir))
+    clf = Classifier(model, tok, labels, 64, 16, 4, "mean_logits", torch.device("cpu"), "fp32", pooling=pooling)
+    before = clf.predict_proba(TEXTS)
+    clf.save(tmp_path)
+    loaded = Classifier.load(tmp_path, "cpu", "fp32")
+    assert loaded.labels == labels and loaded.pooling == pooling and loaded.max_length == 64
+    np.testing.assert_allclose(loaded.predict_proba(TEXTS), before, atol=1e-5)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_batching_and_padding_do_not_change_predictions(tiny_model_dir, pooling):
+    import torch
+
+    labels = ["a", "b"]
+    model = build_classifier(str(tiny_model_dir), labels, 0.0, pooling)
+    tok = load_tokenizer(str(tiny_model_dir))
+    one = Classifier(model, tok, labels, 64, 16, 4, "mean_logits", torch.device("cpu"), "fp32", batch_size=1)
+    many = Classifier(model, tok, labels, 64, 16, 4, "mean_logits", torch.device("cpu"), "fp32", batch_size=8)
+    np.testing.assert_allclose(one.predict_proba(TEXTS), many.predict_proba(TEXTS), atol=1e-5)
+
+
+def test_device_and_precision_choice():
+    cpu = pick_device("cpu")
+    assert cpu.type == "cpu"
+    assert pick_precision("fp32", cpu) == "fp32"
+    assert pick_precision("auto", cpu) in {"bf16", "fp32"}
+    with pytest.raises(PipelineError, match="unknown device"):
+        pick_device("quantum")
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineError, match="not a pipeline model folder"):
+        Classifier.load(tmp_path)
