@@ -139,18 +139,12 @@ def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str |
     import pandas as pd
 
     from pipeline import tracking
-    from pipeline.modeling import Classifier, set_threads
 
-    ref = model_ref or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
     tracking.use_experiment(cfg.mlflow.experiment)
-    try:
-        folder, uri = tracking.resolve_model(ref)
-    except PipelineError:
-        if model_ref is None:
-            raise PipelineError(f"no trained model ({ref}); run `make train` first") from None
-        raise
-    set_threads(cfg.runtime.threads)
-    clf = Classifier.load(folder, cfg.runtime.device, cfg.runtime.precision, cfg.runtime.eval_batch_size)
+    r = cfg.runtime
+    clf, uri = tracking.load_classifier(
+        model_ref, cfg.mlflow.registered_model, r.device, r.precision, r.threads, r.eval_batch_size
+    )
     y = label_indices(data.labels, clf.labels)
 
     import mlflow

@@ -127,17 +127,8 @@ def predict(
     threads: int = 0,
 ) -> list[dict[str, Any]]:
     from pipeline import tracking
-    from pipeline.modeling import Classifier, set_threads
 
-    ref = model_ref or f"models:/{registered_model}@{tracking.CHAMPION}"
-    try:
-        folder, _ = tracking.resolve_model(ref)
-    except PipelineError:
-        if model_ref is None:
-            raise PipelineError(f"no trained {task} model ({ref}); run `make train` first") from None
-        raise
-    set_threads(threads)
-    clf = Classifier.load(folder, device, precision)
+    clf, _ = tracking.load_classifier(model_ref, registered_model, device, precision, threads)
     probs = clf.predict_proba([a.text for a in articles])
     results = []
     for article, row in zip(articles, probs, strict=True):

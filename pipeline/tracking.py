@@ -20,6 +20,8 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from pipeline.modeling import Classifier
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_METRIC = "val_macro_f1"
 
@@ -153,3 +155,20 @@ def resolve_model(ref: str) -> tuple[Path, str]:
         return _model_folder(cache), uri
     except MlflowException as err:
         raise PipelineError(f"model {ref} not found in {tracking_uri()}: {str(err).splitlines()[0]}") from None
+
+
+def load_classifier(
+    model_ref: str | None, registered_model: str, device: str, precision: str, threads: int, batch_size: int = 32
+) -> tuple[Classifier, str]:
+    """The given model, or the registered champion; says to run `make train` when there is none."""
+    from pipeline.modeling import Classifier, set_threads
+
+    ref = model_ref or f"models:/{registered_model}@{CHAMPION}"
+    try:
+        folder, uri = resolve_model(ref)
+    except PipelineError:
+        if model_ref is None:
+            raise PipelineError(f"no trained model ({ref}); run `make train` first") from None
+        raise
+    set_threads(threads)
+    return Classifier.load(folder, device, precision, batch_size), uri

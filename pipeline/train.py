@@ -209,7 +209,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                     if step % 10 == 0:
                         mlflow.log_metric("train_loss_step", float(np.mean(losses[-10:])), step=step)
                 inner = accelerator.unwrap_model(model)
-                val, _ = evaluate_split(
+                val, val_logits = evaluate_split(
                     inner,
                     tokenizer,
                     val_windows,
@@ -235,6 +235,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                 )
                 if val["macro_f1"] > best_f1:
                     best_f1, best_epoch, bad_epochs = val["macro_f1"], epoch, 0
+                    best_val, best_val_logits = val, val_logits
                     if accelerator.is_main_process:
                         clf = Classifier(
                             inner,
@@ -272,22 +273,11 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         if not accelerator.is_main_process:
             return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, None, None, 0.0)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
-        val, val_logits = evaluate_split(
-            best.model,
-            tokenizer,
-            val_windows,
-            len(texts["validation"]),
-            ys["validation"],
-            labels,
-            cfg,
-            device,
-            precision,
-        )
         # every combination is scored on validation so the configured choice can be checked
         for how in ("mean_logits", "max_logits", "mean_probs", "first"):
-            probs = combine_windows(val_logits, val_windows.owner, len(texts["validation"]), how)
+            probs = combine_windows(best_val_logits, val_windows.owner, len(texts["validation"]), how)
             mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(ys["validation"], probs, labels)["macro_f1"])
-        log_metrics(val, "val")
+        log_metrics(best_val, "val")
         test = best.predict_proba(texts["test"])
         test_metrics = compute_metrics(ys["test"], test, labels)
         log_metrics(test_metrics, "test")

@@ -27,6 +27,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from pipeline.modeling import resolve_model_name
 
+    import torch
+
+    torch.manual_seed(0)  # the random weights, and so every test that trains them, are the same each run
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
     config = BertConfig(

@@ -21,7 +21,15 @@ from pipeline.train import length_grouped_batches, train
 def trained(home, tiny_model_dir):
     src = write_csv(home / "news.csv", synthetic_rows(30))
     cfg = load_config(
-        make_config(home, tiny_model_dir, src, train__epochs=4, train__learning_rate=2e-2, train__warmup_ratio=0.0)
+        make_config(
+            home,
+            tiny_model_dir,
+            src,
+            train__epochs=6,
+            train__learning_rate=2e-2,
+            train__warmup_ratio=0.0,
+            train__early_stopping_patience=2,
+        )
     )
     return cfg, train(cfg, show_progress=False)
 
@@ -47,7 +55,7 @@ def test_training_learns_logs_and_registers(trained):
     metrics = run.data.metrics
     for key in ("train_loss", "val_macro_f1", "test_macro_f1", "test_accuracy", "val_macro_f1_mean_logits"):
         assert key in metrics
-    assert run.data.params["train.epochs"] == "4"
+    assert run.data.params["train.epochs"] == "6"
     history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "train_loss")
     assert len(history) >= 2 and history[-1].value < history[0].value
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "test")}
