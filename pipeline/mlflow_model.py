@@ -14,9 +14,6 @@ import mlflow.pyfunc
 
 from pipeline.config import PACKAGE_DIR
 
-# MLflow warns at class definition that predict() has no type hints: they are left out on purpose
-warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-
 PIP_REQUIREMENTS = [
     "torch==2.13.0",
     "transformers==5.24.0",
@@ -27,24 +24,28 @@ PIP_REQUIREMENTS = [
 ]
 
 
-class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
-    def load_context(self, context: Any) -> None:
-        from pipeline.modeling import Classifier
+# MLflow warns, at class definition and at logging, that predict() has no type hints: they are
+# left out on purpose, as MLflow would read them as an input schema
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
 
-        self.classifier = Classifier.load(Path(context.artifacts["model"]))
+    class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+        def load_context(self, context: Any) -> None:
+            from pipeline.modeling import Classifier
 
-    # no type hints here: MLflow would read them as an input schema
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
+            self.classifier = Classifier.load(Path(context.artifacts["model"]))
 
-        texts = [str(t) for t in model_input["text"]]
-        pairs = [str(p) for p in model_input["pair"]] if "pair" in model_input else None
-        probs = self.classifier.predict_proba(texts, pairs)
-        labels = self.classifier.labels
-        out = pd.DataFrame({f"prob_{label}": probs[:, i] for i, label in enumerate(labels)})
-        out.insert(0, "score", probs.max(axis=1))
-        out.insert(0, "label", [labels[i] for i in probs.argmax(axis=1)])
-        return out
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+
+            texts = [str(t) for t in model_input["text"]]
+            pairs = [str(p) for p in model_input["pair"]] if "pair" in model_input else None
+            probs = self.classifier.predict_proba(texts, pairs)
+            labels = self.classifier.labels
+            out = pd.DataFrame({f"prob_{label}": probs[:, i] for i, label in enumerate(labels)})
+            out.insert(0, "score", probs.max(axis=1))
+            out.insert(0, "label", [labels[i] for i in probs.argmax(axis=1)])
+            return out
 
 
 def log_classifier(folder: Path, labels: list[str], registered_name: str | None) -> Any:
@@ -54,12 +55,14 @@ def log_classifier(folder: Path, labels: list[str], registered_name: str | None)
 
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
     output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=NewsClassifierModel(),
-        artifacts={"model": str(folder)},
-        code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=PIP_REQUIREMENTS,
-        signature=infer_signature(example, output),
-        registered_model_name=registered_name,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NewsClassifierModel(),
+            artifacts={"model": str(folder)},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=infer_signature(example, output),
+            registered_model_name=registered_name,
+        )

@@ -23,11 +23,10 @@ WORDS = {
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and MiniLM's vocabulary: no weights downloaded."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from pipeline.modeling import resolve_model_name
-
-    import torch
 
     torch.manual_seed(0)  # the random weights, and so every test that trains them, are the same each run
     folder = tmp_path_factory.mktemp("tiny-bert")
