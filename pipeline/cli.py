@@ -99,6 +99,7 @@ def evaluate(
     text_column: Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")] = "text",
     label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
     label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Claim/target column: the first segment of a pair.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on the test split or a labelled file, as an MLflow run."""
@@ -108,7 +109,7 @@ def evaluate(
     cfg = _config(config, set_)
     if data is not None:
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
-        eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map))
+        eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
     else:
         eval_data = prepared_test_data(cfg)
     r = run_evaluate(cfg, model, eval_data)

@@ -46,6 +46,7 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     source: str
     text_columns: list[str] = Field(min_length=1)
+    pair_column: str | None
     label_column: str
     split_column: str | None
     split_names: dict[Literal["train", "validation", "test"], str]

@@ -35,9 +35,10 @@ class Prepared:
 
 
 def content_digest(rows: pd.DataFrame) -> str:
-    """Digest of what a model sees: split, label and text of every row, order-independent."""
+    """Digest of what a model sees: split, label, pair (if any) and text of every row, order-independent."""
+    columns = ["split", "label", *(["pair"] if "pair" in rows.columns else []), "text"]
     h = hashlib.sha256()
-    for line in sorted(f"{s}\t{lab}\t{t}" for s, lab, t in rows[["split", "label", "text"]].itertuples(index=False)):
+    for line in sorted("\t".join(row) for row in rows[columns].itertuples(index=False)):
         h.update(line.encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
@@ -55,7 +56,7 @@ def load_rows(cfg: Config, source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     import pandas as pd
 
     d = cfg.data
-    columns = [*d.text_columns, d.label_column]
+    columns = [*d.text_columns, d.label_column, *([d.pair_column] if d.pair_column else [])]
     if d.split_column:
         columns.append(d.split_column)
     if d.id_column:
@@ -68,6 +69,8 @@ def load_rows(cfg: Config, source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
             "label": df[d.label_column].astype("string").fillna("").str.strip(),
         }
     )
+    if d.pair_column:
+        rows["pair"] = join_text_columns(df, [d.pair_column])
     if d.split_column:
         by_name = {v: k for k, v in d.split_names.items()}
         raw_split = df[d.split_column].astype(str).str.strip()
@@ -113,10 +116,14 @@ def assign_splits(rows: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 
 def deduplicate(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep one copy of each text; a text in test or validation is dropped from train."""
+    """Keep one copy of each text (or pair and text); a copy in test or validation is dropped from train."""
     priority = rows["split"].map({"test": 0, "validation": 1, "train": 2})
     ordered = rows.assign(_p=priority).sort_values(["_p"], kind="stable")
-    kept = ordered.drop_duplicates("text", keep="first").drop(columns="_p").sort_index()
+    kept = (
+        ordered.drop_duplicates(["pair", "text"] if "pair" in rows.columns else "text", keep="first")
+        .drop(columns="_p")
+        .sort_index()
+    )
     return kept, len(rows) - len(kept)
 
 
@@ -189,13 +196,18 @@ def to_dataset_dict(rows: pd.DataFrame, labels: list[str]) -> DatasetDict:
 
     disable_progress_bars()
 
+    columns = ["id", *(["pair"] if "pair" in rows.columns else []), "text", "label", "n_tokens"]
     features = Features(
-        {"id": Value("string"), "text": Value("string"), "label": ClassLabel(names=labels), "n_tokens": Value("int32")}
+        {
+            **{c: Value("string") for c in columns[:-2]},
+            "label": ClassLabel(names=labels),
+            "n_tokens": Value("int32"),
+        }
     )
     return DatasetDict(
         {
             split: Dataset.from_pandas(
-                rows.loc[rows["split"] == split, ["id", "text", "label", "n_tokens"]],
+                rows.loc[rows["split"] == split, columns],
                 features=features,
                 preserve_index=False,
             )

@@ -88,6 +88,7 @@ class EvalData:
     labels: list[str]
     source: str
     name: str
+    pairs: list[str] | None = None
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:
@@ -102,16 +103,25 @@ def parse_label_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def load_eval_file(path: Path, text_columns: list[str], label_column: str, label_map: dict[str, str]) -> EvalData:
+def load_eval_file(
+    path: Path, text_columns: list[str], label_column: str, label_map: dict[str, str], pair_column: str | None = None
+) -> EvalData:
     from pipeline.io import join_text_columns, read_table
 
-    df = read_table(path, [*text_columns, label_column])
+    df = read_table(path, [*text_columns, label_column, *([pair_column] if pair_column else [])])
     texts = join_text_columns(df, text_columns)
+    pairs = join_text_columns(df, [pair_column]) if pair_column else None
     labels = [label_map.get(s, s) for s in df[label_column].astype("string").fillna("").str.strip()]
     keep = [i for i, (t, y) in enumerate(zip(texts, labels, strict=True)) if t and y]
     if not keep:
         raise PipelineError(f"no rows with both text and label in {path}")
-    return EvalData([texts[i] for i in keep], [labels[i] for i in keep], str(path), path.name)
+    return EvalData(
+        [texts[i] for i in keep],
+        [labels[i] for i in keep],
+        str(path),
+        path.name,
+        [pairs[i] for i in keep] if pairs is not None else None,
+    )
 
 
 def prepared_test_data(cfg: Config) -> EvalData:
@@ -120,7 +130,8 @@ def prepared_test_data(cfg: Config) -> EvalData:
     dataset, card = load_prepared(cfg)
     test = dataset["test"]
     names = test.features["label"].names
-    return EvalData(list(test["text"]), [names[i] for i in test["label"]], card["source"], f"{cfg.task}-test")
+    pairs = list(test["pair"]) if "pair" in test.column_names else None
+    return EvalData(list(test["text"]), [names[i] for i in test["label"]], card["source"], f"{cfg.task}-test", pairs)
 
 
 def label_indices(labels: list[str], model_labels: list[str]) -> np.ndarray:
@@ -154,7 +165,7 @@ def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str |
         tracking.log_config(cfg)
         digest = log_dataset(pd.DataFrame({"text": data.texts, "label": data.labels}), data.source, data.name, "test")
         start = time.perf_counter()
-        probs = clf.predict_proba(data.texts)
+        probs = clf.predict_proba(data.texts, data.pairs)
         metrics = compute_metrics(y, probs, clf.labels)
         mlflow.log_metric("test_seconds", time.perf_counter() - start)
         log_metrics(metrics, "test")

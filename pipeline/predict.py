@@ -1,8 +1,7 @@
 """Stage 5, predict: label articles (.txt files, folders, stdin, .jsonl) with a registered model.
 
 A .txt article may start with `key value` header lines (`date 2022-01-02`): they become
-metadata. A `title` header is metadata and also goes in front of the text, as the model
-was trained on title + text.
+metadata. A `title` header also leads the text when the model was trained on title + text.
 """
 
 from __future__ import annotations
@@ -67,12 +66,21 @@ def parse_article(raw: str, source: str) -> Article:
             body_start = i + 1
             continue
         break
-    body = normalise_text("\n".join(lines[body_start:]))
-    title = metadata.get("title") or metadata.get("headline")
-    text = normalise_text(f"{title}\n\n{body}") if title and body else body
+    text = normalise_text("\n".join(lines[body_start:]))
     if not text:
         raise PipelineError(f"{source}: no article text")
     return Article(source, text, metadata)
+
+
+def model_input(article: Article, text_columns: list[str], pair_column: str | None) -> tuple[str, str | None]:
+    """The (text, pair) a model sees, shaped as it was trained: a title leads the text when
+    the model was trained on title + text; a pair column comes from the article's metadata."""
+    title = article.metadata.get("title") or article.metadata.get("headline")
+    text = article.text
+    if title and "title" in text_columns:
+        text = normalise_text(f"{title}\n\n{text}")
+    pair = str(article.metadata.get(pair_column) or "") if pair_column else None
+    return text, pair
 
 
 def read_jsonl(path: Path) -> list[Article]:
@@ -129,7 +137,9 @@ def predict(
     from pipeline import tracking
 
     clf, _ = tracking.load_classifier(model_ref, registered_model, device, precision, threads)
-    probs = clf.predict_proba([a.text for a in articles])
+    inputs = [model_input(a, clf.meta.get("text_columns", []), clf.meta.get("pair_column")) for a in articles]
+    pairs = [p or "" for _, p in inputs] if clf.meta.get("pair_column") else None
+    probs = clf.predict_proba([t for t, _ in inputs], pairs)
     results = []
     for article, row in zip(articles, probs, strict=True):
         scores = {label: round(float(p), 6) for label, p in zip(clf.labels, row, strict=True)}

@@ -69,10 +69,12 @@ def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def training_windows(cfg: Config, tokenizer: Any, texts: list[str], y: np.ndarray) -> tuple[Windows, np.ndarray]:
+def training_windows(
+    cfg: Config, tokenizer: Any, texts: list[str], pairs: list[str] | None, y: np.ndarray
+) -> tuple[Windows, np.ndarray]:
     m = cfg.model
     max_windows = 1 if cfg.train.windows == "first" else m.max_windows
-    windows = encode_windows(tokenizer, texts, None, m.max_length, m.stride, max_windows)
+    windows = encode_windows(tokenizer, texts, pairs, m.max_length, m.stride, max_windows)
     return windows, y[np.asarray(windows.owner)]
 
 
@@ -126,9 +128,12 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout, cfg.model.pooling)
     texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
-    train_windows, train_y = training_windows(cfg, tokenizer, texts["train"], ys["train"])
+    pairs = {s: list(dataset[s]["pair"]) if "pair" in dataset[s].column_names else None for s in texts}
+    train_windows, train_y = training_windows(cfg, tokenizer, texts["train"], pairs["train"], ys["train"])
     m = cfg.model
-    val_windows = encode_windows(tokenizer, texts["validation"], None, m.max_length, m.stride, m.max_windows)
+    val_windows = encode_windows(
+        tokenizer, texts["validation"], pairs["validation"], m.max_length, m.stride, m.max_windows
+    )
     lengths = [len(x) for x in train_windows.input_ids]
 
     t = cfg.train
@@ -255,6 +260,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                                 {
                                     "task": cfg.task,
                                     "text_columns": cfg.data.text_columns,
+                                    "pair_column": cfg.data.pair_column,
                                     "val_macro_f1": best_f1,
                                     "epoch": epoch,
                                     "data_digest": prepared.card["content_digest"],
@@ -278,7 +284,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
             probs = combine_windows(best_val_logits, val_windows.owner, len(texts["validation"]), how)
             mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(ys["validation"], probs, labels)["macro_f1"])
         log_metrics(best_val, "val")
-        test = best.predict_proba(texts["test"])
+        test = best.predict_proba(texts["test"], pairs["test"])
         test_metrics = compute_metrics(ys["test"], test, labels)
         log_metrics(test_metrics, "test")
         mlflow.log_metrics({"best_epoch": best_epoch, "train_seconds": time.perf_counter() - started})

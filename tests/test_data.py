@@ -108,3 +108,19 @@ def test_labels_outside_the_config_are_named(home):
     cfg = load_config(make_config(home, "minilm", src, data__labels=["business", "sport"]))
     with pytest.raises(PipelineError, match=r"\['tech'\]"):
         prepare(cfg)
+
+
+def test_pairs_are_kept_and_deduplicated_as_pairs(home):
+    rows = synthetic_rows(10)
+    same_text_other_claim = dict(rows[0], id="other-claim", title="a different claim")
+    exact_copy = dict(rows[1], id="copy")
+    src = write_csv(home / "pairs.csv", [*rows, same_text_other_claim, exact_copy])
+    cfg = load_config(make_config(home, "minilm", src, data__text_columns=["text"], data__pair_column="title"))
+    result = prepare(cfg)
+    assert result.card["dropped"]["duplicate_text"] == 1
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(result.path))
+    assert "pair" in ds["train"].column_names
+    pairs = [p for s in ds for p in ds[s]["pair"]]
+    assert "a different claim" in pairs and len(pairs) == 31

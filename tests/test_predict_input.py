@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.predict import parse_article, read_inputs
+from pipeline.predict import model_input, parse_article, read_inputs
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_6abd9dfd733c7055.txt"
 
@@ -24,10 +24,14 @@ def test_prose_first_line_is_not_a_header():
     assert article.text.startswith("Shares rose")
 
 
-def test_title_header_is_metadata_and_leads_the_text():
+def test_title_header_is_metadata_and_leads_the_text_of_a_title_model():
     article = parse_article("title Markets rally\nauthor: Jane Doe\n\nShares rose.", "x")
     assert article.metadata == {"title": "Markets rally", "author": "Jane Doe"}
-    assert article.text == "Markets rally\n\nShares rose."
+    assert article.text == "Shares rose."
+    assert model_input(article, ["title", "text"], None) == ("Markets rally\n\nShares rose.", None)
+    assert model_input(article, ["text"], None) == ("Shares rose.", None)
+    assert model_input(article, ["text"], "title") == ("Shares rose.", "Markets rally")
+    assert model_input(parse_article("No header.", "y"), ["text"], "title") == ("No header.", "")
 
 
 def test_folder_jsonl_and_stdin(tmp_path, monkeypatch):

@@ -146,3 +146,22 @@ def test_predict_without_a_model_says_to_train(home):
     res = run_cli(home, "predict", str(article))
     assert res.returncode == 2
     assert "run `make train`" in res.stderr
+
+
+def test_pair_column_reaches_every_stage(home, tiny_model_dir):
+    """A pair task: the title is the first segment of every window, in train, evaluate and predict."""
+    src = write_csv(home / "news.csv", synthetic_rows(20))
+    cfg = load_config(
+        make_config(
+            home, tiny_model_dir, src, data__text_columns=["text"], data__pair_column="title", train__max_steps=2
+        )
+    )
+    result = train(cfg, show_progress=False)
+    meta = json.loads((result.model_dir / "pipeline.json").read_text())
+    assert meta["pair_column"] == "title" and meta["text_columns"] == ["text"]
+    data = prepared_test_data(cfg)
+    assert data.pairs is not None and all(p.endswith(tuple("0123456789")) for p in data.pairs)
+    assert evaluate(cfg, None, data)["n"] == len(data.texts)
+    article = Article("a", "match goal team", {"title": "sport news 1"})
+    [out] = predict([article], None, cfg.task, cfg.mlflow.registered_model, "cpu", "fp32")
+    assert out["topic"]["label"] in {"business", "sport", "tech"}
