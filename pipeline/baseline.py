@@ -31,7 +31,13 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
 
     dataset = load_from_disk(str(prepared.path))
     labels: list[str] = prepared.card["labels"]
-    texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
+    # a pair (claim, target or title) is part of what a bag of words should see
+    texts = {
+        s: [f"{p}\n\n{t}" for p, t in zip(dataset[s]["pair"], dataset[s]["text"], strict=True)]
+        if "pair" in dataset[s].column_names
+        else list(dataset[s]["text"])
+        for s in ("train", "validation", "test")
+    }
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
 
     # the vectorizer is fitted once on train; only the classifier's C is searched
