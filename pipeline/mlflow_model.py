@@ -7,10 +7,10 @@ label, its probability and one `prob_<label>` column per class.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import mlflow.pyfunc
 
 from pipeline.config import PACKAGE_DIR
 
@@ -24,10 +24,21 @@ PIP_REQUIREMENTS = [
 ]
 
 
-# MLflow warns, at class definition and at logging, that predict() has no type hints: they are
-# left out on purpose, as MLflow would read them as an input schema
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
+@contextmanager
+def _no_type_hint_warnings() -> Iterator[None]:
+    """MLflow warns, at class definition and at logging, that predict() has no type hints (they are
+    left out on purpose: MLflow would read them as an input schema). It forces its own "once"
+    filter, so the warning is dropped where it is shown."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+with _no_type_hint_warnings():
+    import mlflow.pyfunc
 
     class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         def load_context(self, context: Any) -> None:
@@ -55,8 +66,7 @@ def log_classifier(folder: Path, labels: list[str], registered_name: str | None)
 
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
     output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with _no_type_hint_warnings():
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=NewsClassifierModel(),
