@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.evaluate import compute_metrics, log_dataset, log_metrics
+from pipeline.evaluate import compute_metrics, log_metrics, log_prepared_splits
 
 
 def run_baseline(cfg: Config) -> dict[str, Any]:
     import mlflow
-    import pandas as pd
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -75,9 +74,7 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
         )
         tracking.log_config(cfg)
         mlflow.log_param("baseline.chosen_c", best_c)
-        for split in ("train", "validation", "test"):
-            frame = pd.DataFrame({"text": texts[split], "label": [labels[i] for i in ys[split]]})
-            log_dataset(frame, prepared.card["source"], f"{cfg.task}-{split}", split)
+        log_prepared_splits(dataset, prepared.card["source"], cfg.task)
         for c, f1 in scores.items():
             mlflow.log_metric(f"val_macro_f1_c{c:g}", f1)
         val = compute_metrics(ys["validation"], classifier.predict_proba(features["validation"]), labels)

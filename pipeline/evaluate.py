@@ -73,13 +73,25 @@ def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
 
 
 def log_dataset(df: pd.DataFrame, source: str, name: str, context: str) -> str:
-    """Log the evaluated rows as an MLflow dataset input; returns its digest."""
+    """Log the rows (text, label and pair if any) as an MLflow dataset input; returns its digest."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    ds = from_pandas(df[["text", "label"]].reset_index(drop=True), source=source, name=name, targets="label")
+    columns = [c for c in ("pair", "text", "label") if c in df.columns]
+    ds = from_pandas(df[columns].reset_index(drop=True), source=source, name=name, targets="label")
     mlflow.log_input(ds, context=context)
     return str(ds.digest)
+
+
+def log_prepared_splits(dataset: Any, source: str, task: str) -> None:
+    """Every split of a prepared DatasetDict as a dataset input of the active run."""
+    for split in ("train", "validation", "test"):
+        frame = dataset[split].select_columns(
+            [c for c in ("pair", "text", "label") if c in dataset[split].column_names]
+        )
+        frame = frame.to_pandas()
+        frame["label"] = [dataset[split].features["label"].names[i] for i in frame["label"]]
+        log_dataset(frame, source, f"{task}-{split}", split)
 
 
 @dataclass
@@ -163,7 +175,10 @@ def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str |
     with mlflow.start_run(run_name=run_name or f"evaluate-{data.name}") as run:
         mlflow.set_tags({"stage": "evaluate", "task": cfg.task, "model_uri": uri, "eval_data": data.source})
         tracking.log_config(cfg)
-        digest = log_dataset(pd.DataFrame({"text": data.texts, "label": data.labels}), data.source, data.name, "test")
+        frame = pd.DataFrame({"text": data.texts, "label": data.labels})
+        if data.pairs is not None:
+            frame["pair"] = data.pairs
+        digest = log_dataset(frame, data.source, data.name, "test")
         start = time.perf_counter()
         probs = clf.predict_proba(data.texts, data.pairs)
         metrics = compute_metrics(y, probs, clf.labels)

@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.evaluate import compute_metrics, log_dataset, log_metrics
+from pipeline.evaluate import compute_metrics, log_metrics, log_prepared_splits
 from pipeline.modeling import (
     Classifier,
     Windows,
@@ -88,18 +88,16 @@ def evaluate_split(
     cfg: Config,
     device: torch.device,
     precision: str,
-    combine: str | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     logits = window_logits(
         model, windows, int(tokenizer.pad_token_id or 0), cfg.runtime.eval_batch_size, device, precision
     )
-    probs = combine_windows(logits, windows.owner, n, combine or cfg.model.combine)
+    probs = combine_windows(logits, windows.owner, n, cfg.model.combine)
     return compute_metrics(y, probs, labels), logits
 
 
 def train(cfg: Config, register: bool = True, show_progress: bool = True) -> TrainResult:
     import mlflow
-    import pandas as pd
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -168,9 +166,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
             }
         )
         tracking.log_config(cfg)
-        for split in ("train", "validation", "test"):
-            frame = pd.DataFrame({"text": texts[split], "label": [labels[i] for i in ys[split]]})
-            log_dataset(frame, prepared.card["source"], f"{cfg.task}-{split}", split)
+        log_prepared_splits(dataset, prepared.card["source"], cfg.task)
         mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(texts["train"])})
 
         best_f1, best_epoch, bad_epochs, step = -1.0, 0, 0, 0
