@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install train prepare baseline finetune evaluate predict test test-fast lint format ui clean
+.PHONY: install train train-topic train-stance prepare baseline finetune evaluate predict test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -16,11 +16,19 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-# prepare the data, fit the TF-IDF baseline, fine-tune, evaluate on test, log and register
-train: install
+# every task: prepare the data, fit the TF-IDF baseline, fine-tune, evaluate on test, log and register
+train: train-topic train-stance
+
+train-topic: install
 	$(BIN)/pipeline prepare
 	$(BIN)/pipeline baseline
 	$(BIN)/pipeline train
+
+# claim stance (FNC-1), CPU profile; `pipeline train -c configs/stance.yaml --profile full` on a GPU
+train-stance: install
+	$(BIN)/pipeline prepare -c configs/stance.yaml
+	$(BIN)/pipeline baseline -c configs/stance.yaml
+	$(BIN)/pipeline train -c configs/stance.yaml
 
 evaluate: install
 	$(BIN)/pipeline evaluate

@@ -25,13 +25,16 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/topic.yaml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=1.")]
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", help="A named set of overrides from the config's `profiles` section.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _config(config: Path | None, overrides: list[str] | None) -> Any:
+def _config(config: Path | None, overrides: list[str] | None, profile: str | None = None) -> Any:
     from pipeline.config import load_config
 
-    return load_config(config, overrides or [])
+    return load_config(config, overrides or [], profile)
 
 
 def _echo_json(obj: Any) -> None:
@@ -39,11 +42,11 @@ def _echo_json(obj: Any) -> None:
 
 
 @app.command()
-def prepare(config: ConfigOpt = None, set_: SetOpt = None, force: bool = False) -> None:
+def prepare(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt = None, force: bool = False) -> None:
     """Clean, deduplicate and split the data source; write a DatasetDict and a data card."""
     from pipeline.data import prepare as run_prepare
 
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, profile)
     result = run_prepare(cfg, force=force)
     card = result.card
     state = "unchanged, reused" if result.reused else "written"
@@ -61,25 +64,29 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, force: bool = False) 
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     register: Annotated[bool, typer.Option(help="Register the model in the MLflow registry.")] = True,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
     from pipeline.train import train as run_train
 
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, profile)
     r = run_train(cfg, register=register)
     t = r.test_metrics
     typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
-    typer.echo(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f} (n={t['n']})")
+    fnc = f", FNC-1 score {t['fnc_score']:.2f}" if "fnc_score" in t else ""
+    typer.echo(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f}{fnc} (n={t['n']})")
+    per_class = ", ".join(f"{label} {row['f1']:.3f}" for label, row in t["per_class"].items())
+    typer.echo(f"test F1 per class: {per_class}")
     typer.echo(f"model {r.model_uri} alias {r.alias}; run {r.run_id}; {r.seconds:.0f} s")
 
 
 @app.command()
-def baseline(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def baseline(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt = None) -> None:
     """TF-IDF + logistic regression, logged to the same experiment for comparison."""
     from pipeline.baseline import run_baseline
 
-    r = run_baseline(_config(config, set_))
+    r = run_baseline(_config(config, set_, profile))
     typer.echo(
         f"tfidf baseline (C={r['c']:g}): validation macro-F1 {r['val']['macro_f1']:.4f}, "
         f"test macro-F1 {r['test']['macro_f1']:.4f}; run {r['run_id']}; {r['seconds']:.0f} s"
@@ -90,6 +97,7 @@ def baseline(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     model: Annotated[
         str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
     ] = None,
@@ -106,7 +114,7 @@ def evaluate(
     from pipeline.evaluate import evaluate as run_evaluate
     from pipeline.evaluate import load_eval_file, parse_label_map, prepared_test_data
 
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, profile)
     if data is not None:
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
         eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
@@ -114,11 +122,13 @@ def evaluate(
         eval_data = prepared_test_data(cfg)
     r = run_evaluate(cfg, model, eval_data)
     if as_json:
-        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "per_class", "run_id")})
+        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id") if k in r})
         return
     typer.echo(
         f"{r['model_uri']} on {eval_data.name} (n={r['n']}): macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}"
     )
+    if "fnc_score" in r:
+        typer.echo(f"  FNC-1 relative score {r['fnc_score']:.2f}")
     for label, row in r["per_class"].items():
         typer.echo(
             f"  {label:<16} precision {row['precision']:.3f} recall {row['recall']:.3f} "
@@ -134,16 +144,23 @@ def predict(
     ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    profile: ProfileOpt = None,
     model: Annotated[
         str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
     ] = None,
+    claim: Annotated[
+        list[str] | None, typer.Option("--claim", help="A claim to score the article's stance toward (repeatable).")
+    ] = None,
+    claim_model: Annotated[
+        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Label articles with the registered champion model."""
+    """Label articles with the registered champion model; `--claim` adds the stance toward each claim."""
     from pipeline.predict import predict as run_predict
     from pipeline.predict import read_inputs, render_table
 
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, profile)
     articles = read_inputs(paths)
     results = run_predict(
         articles,
@@ -153,6 +170,8 @@ def predict(
         cfg.runtime.device,
         cfg.runtime.precision,
         cfg.runtime.threads,
+        claims=[c.strip() for c in claim or [] if c.strip()],
+        claim_model_ref=claim_model,
     )
     if as_json:
         for r in results:

@@ -8,6 +8,7 @@ is the single place to read what a run did.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -43,8 +44,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=False)
 
 
+class JoinConfig(Strict):
+    source: str
+    key: str  # `on` would read as a YAML boolean
+
+
+class TestSourceConfig(Strict):
+    source: str
+    join: JoinConfig | None
+
+
 class DataConfig(Strict):
     source: str
+    join: JoinConfig | None
+    test: TestSourceConfig | None
     text_columns: list[str] = Field(min_length=1)
     pair_column: str | None
     label_column: str
@@ -53,6 +66,9 @@ class DataConfig(Strict):
     split_fractions: dict[Literal["validation", "test"], float]
     labels: list[str] | None
     id_column: str | None
+    deduplicate_test: bool
+    group_columns: list[str] | None
+    group_link_skip_labels: list[str] | None
     split_seed: int
     prepared_dir: str
 
@@ -65,6 +81,7 @@ class ModelConfig(Strict):
     combine: Literal["mean_logits", "max_logits", "mean_probs", "first"]
     attention_dropout: float = Field(ge=0.0, lt=1.0)
     pooling: Literal["cls", "mean"]
+    gate_label: str | None
 
 
 class TrainConfig(Strict):
@@ -79,6 +96,7 @@ class TrainConfig(Strict):
     seed: int
     output_dir: str
     max_steps: int | None = Field(ge=1)
+    max_examples: int | None = Field(ge=1)
 
 
 class RuntimeConfig(Strict):
@@ -107,6 +125,7 @@ class Config(Strict):
     runtime: RuntimeConfig
     baseline: BaselineConfig
     mlflow: MlflowConfig
+    profiles: dict[str, dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,7 +178,10 @@ def default_config_path(task: str = "topic") -> Path:
     return project_root() / "configs" / f"{task}.yaml"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, profile: str | None = None
+) -> Config:
+    """The config file, then the named profile's overrides, then `--set` overrides, validated."""
     cfg_path = Path(path) if path else default_config_path()
     if not cfg_path.is_file():
         raise PipelineError(f"config file not found: {cfg_path}")
@@ -169,6 +191,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise PipelineError(f"config file {cfg_path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise PipelineError(f"config file {cfg_path} does not hold a mapping")
+    if profile:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise PipelineError(
+                f"{cfg_path.name} has no profile {profile!r} (profiles: {', '.join(profiles) or 'none'})"
+            )
+        raw = apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in (profiles[profile] or {}).items()])
     raw = apply_overrides(raw, overrides or [])
     try:
         return Config.model_validate(raw)

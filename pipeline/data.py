@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import Config, resolve_path
+from pipeline.config import Config, JoinConfig, resolve_path
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_dir, file_digest, join_text_columns, read_table, write_json_atomic
 
@@ -44,24 +44,61 @@ def content_digest(rows: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def _fingerprint(cfg: Config, source: Path) -> str:
+def _inputs(cfg: Config) -> list[Path]:
+    """Every file the prepared data is read from: main source, test source, joined tables."""
+    d = cfg.data
+    paths = [d.source, *([d.join.source] if d.join else [])]
+    if d.test:
+        paths += [d.test.source, *([d.test.join.source] if d.test.join else [])]
+    return [resolve_path(p) for p in paths]
+
+
+def _fingerprint(cfg: Config, inputs: list[Path]) -> str:
     settings = {"data": cfg.data.model_dump(), "tokenizer": cfg.model.name, "max_length": cfg.model.max_length}
-    h = hashlib.sha256(file_digest(source).encode())
+    h = hashlib.sha256("".join(file_digest(p) for p in inputs).encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def load_rows(cfg: Config, source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read, join and normalise text, check labels; returns rows and what was dropped."""
+def read_joined(path: Path, join: JoinConfig | None, columns: list[str]) -> pd.DataFrame:
+    """A table with all `columns`, after adding the columns of `join.source` matched on `join.key`."""
+    if join is None:
+        return read_table(path, columns)
+    df = read_table(path, [join.key])
+    other_path = resolve_path(join.source)
+    other = read_table(other_path, [join.key])
+    key_left, key_right = df[join.key].astype(str).str.strip(), other[join.key].astype(str).str.strip()
+    if key_right.duplicated().any():
+        raise PipelineError(f"{other_path.name}: column {join.key!r} repeats values, so rows cannot be joined on it")
+    added = [c for c in other.columns if c not in df.columns]
+    other = other[added].set_index(key_right)
+    df = df.join(other, on=key_left)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise PipelineError(f"neither {path.name} nor {other_path.name} has column {', '.join(map(repr, missing))}")
+    return df
+
+
+def load_rows(
+    cfg: Config, source: Path, join: JoinConfig | None = None, split: str | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read, join and normalise text, check labels; returns rows and what was dropped.
+
+    `split` puts every row in that split; else the split column (if configured) decides.
+    """
     import pandas as pd
 
     d = cfg.data
-    columns = [*d.text_columns, d.label_column, *([d.pair_column] if d.pair_column else [])]
-    if d.split_column:
+    if not source.exists():
+        raise PipelineError(f"data source not found: {source}")
+    group_columns = d.group_columns or []
+    use_split_column = d.split_column is not None and split is None
+    columns = [*d.text_columns, d.label_column, *([d.pair_column] if d.pair_column else []), *group_columns]
+    if use_split_column and d.split_column:
         columns.append(d.split_column)
     if d.id_column:
         columns.append(d.id_column)
-    df = read_table(source, columns)
+    df = read_joined(source, join, list(dict.fromkeys(columns)))
     rows = pd.DataFrame(
         {
             "id": df[d.id_column].astype(str) if d.id_column else [str(i) for i in range(len(df))],
@@ -71,14 +108,18 @@ def load_rows(cfg: Config, source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     )
     if d.pair_column:
         rows["pair"] = join_text_columns(df, [d.pair_column])
-    if d.split_column:
+    for i, column in enumerate(group_columns):
+        rows[f"_group{i}"] = df[column].astype(str).str.strip()
+    if split is not None:
+        rows["split"] = split
+    elif d.split_column:
         by_name = {v: k for k, v in d.split_names.items()}
         raw_split = df[d.split_column].astype(str).str.strip()
         unknown = sorted(set(raw_split) - set(by_name))
         if unknown:
             raise PipelineError(f"column {d.split_column!r} has values {unknown} that are not in data.split_names")
         rows["split"] = raw_split.map(by_name)
-    dropped = {"empty_text": int((rows["text"] == "").sum()), "empty_label": 0, "duplicate_text": 0}
+    dropped = {"empty_text": int((rows["text"] == "").sum()), "empty_label": 0}
     rows = rows[rows["text"] != ""]
     dropped["empty_label"] = int((rows["label"] == "").sum())
     rows = rows[rows["label"] != ""]
@@ -91,39 +132,96 @@ def load_rows(cfg: Config, source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     return rows.reset_index(drop=True), dropped
 
 
-def assign_splits(rows: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Stratified train/validation/test split, used when the data has no split column."""
+def group_splits(rows: pd.DataFrame, skip_labels: set[str], fractions: dict[str, float], seed: int) -> pd.Series:
+    """Split by connected groups: rows sharing a value of any group column end up together.
+
+    Rows whose label is in `skip_labels` (FNC-1's random `unrelated` pairs) do not link their
+    values; such a row whose values fall on two sides is dropped (split "").
+    """
+    import pandas as pd
+
+    columns = [c for c in rows.columns if c.startswith("_group")]
+    parent: dict[tuple[int, str], tuple[int, str]] = {}
+
+    def find(node: tuple[int, str]) -> tuple[int, str]:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    row_nodes = [
+        [(i, value) for i, value in enumerate(values)] for values in rows[columns].itertuples(index=False, name=None)
+    ]
+    for nodes, label in zip(row_nodes, rows["label"], strict=True):
+        roots = [find(n) for n in nodes]
+        if label not in skip_labels:
+            for root in roots[1:]:
+                parent[find(root)] = find(roots[0])
+    components = sorted({find(n) for n in list(parent)})
+    draws = np.random.default_rng(seed).random(len(components))
+    test, val = fractions.get("test", 0.0), fractions.get("validation", 0.0)
+    side = {
+        comp: "test" if u < test else "validation" if u < test + val else "train"
+        for comp, u in zip(components, draws, strict=True)
+    }
+    out = []
+    for nodes in row_nodes:
+        sides = {side[find(n)] for n in nodes}
+        out.append(sides.pop() if len(sides) == 1 else "")
+    return pd.Series(out, index=rows.index)
+
+
+def assign_splits(rows: pd.DataFrame, cfg: Config, with_test: bool = True) -> tuple[pd.DataFrame, int]:
+    """Split rows that have no split column: by groups if configured, else stratified by label.
+
+    Returns the rows kept and how many were dropped for sitting across two groups' splits.
+    """
     from sklearn.model_selection import train_test_split
 
-    frac = cfg.data.split_fractions
+    frac: dict[str, float] = {str(k): v for k, v in cfg.data.split_fractions.items()}
+    if not with_test:
+        frac["test"] = 0.0
     val, test = frac.get("validation", 0.0), frac.get("test", 0.0)
     if not 0 < val + test < 1:
         raise PipelineError("data.split_fractions must leave some rows for training")
+    rows = rows.copy()
+    if cfg.data.group_columns:
+        skip = set(cfg.data.group_link_skip_labels or [])
+        rows["split"] = group_splits(rows, skip, frac, cfg.data.split_seed)
+        kept = rows[rows["split"] != ""]
+        return kept, len(rows) - len(kept)
     counts = rows["label"].value_counts()
     stratify = rows["label"] if counts.min() >= 3 else None
-    rest, test_part = train_test_split(rows, test_size=test, random_state=cfg.data.split_seed, stratify=stratify)
+    rest, test_part = (
+        (rows, rows.iloc[:0])
+        if test == 0
+        else train_test_split(rows, test_size=test, random_state=cfg.data.split_seed, stratify=stratify)
+    )
     train_part, val_part = train_test_split(
         rest,
         test_size=val / (1 - test),
         random_state=cfg.data.split_seed,
         stratify=rest["label"] if stratify is not None else None,
     )
-    rows = rows.copy()
     rows.loc[train_part.index, "split"] = "train"
     rows.loc[val_part.index, "split"] = "validation"
     rows.loc[test_part.index, "split"] = "test"
-    return rows
+    return rows, 0
 
 
-def deduplicate(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep one copy of each text (or pair and text); a copy in test or validation is dropped from train."""
+def deduplicate(rows: pd.DataFrame, within_test: bool = True) -> tuple[pd.DataFrame, int]:
+    """Keep one copy of each text (or pair and text); a copy in test or validation is dropped from train.
+
+    `within_test=False` keeps repeated test rows, so an official test set is scored as published.
+    """
+    key = ["pair", "text"] if "pair" in rows.columns else ["text"]
     priority = rows["split"].map({"test": 0, "validation": 1, "train": 2})
     ordered = rows.assign(_p=priority).sort_values(["_p"], kind="stable")
-    kept = (
-        ordered.drop_duplicates(["pair", "text"] if "pair" in rows.columns else "text", keep="first")
-        .drop(columns="_p")
-        .sort_index()
-    )
+    repeated = ordered.duplicated(key, keep="first")
+    if not within_test:
+        repeated &= ordered["split"] != "test"
+    kept = ordered[~repeated].drop(columns="_p").sort_index()
     return kept, len(rows) - len(kept)
 
 
@@ -139,21 +237,31 @@ def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:
 
 
 def prepare(cfg: Config, force: bool = False) -> Prepared:
+    import pandas as pd
+
     source = resolve_path(cfg.data.source)
     out = resolve_path(cfg.data.prepared_dir)
-    if not source.exists():
-        raise PipelineError(f"data source not found: {source}")
-    fingerprint = _fingerprint(cfg, source)
+    inputs = _inputs(cfg)
+    for path in inputs:
+        if not path.exists():
+            raise PipelineError(f"data source not found: {path}")
+    fingerprint = _fingerprint(cfg, inputs)
     card_path = out / CARD
     if not force and card_path.is_file():
         old_card = json.loads(card_path.read_text(encoding="utf-8"))
         if old_card.get("fingerprint") == fingerprint and (out / "dataset_dict.json").is_file():
             return Prepared(out, old_card, reused=True)
 
-    rows, dropped = load_rows(cfg, source)
+    rows, dropped = load_rows(cfg, source, cfg.data.join)
+    dropped["crossing_groups"] = 0
     if "split" not in rows.columns:
-        rows = assign_splits(rows, cfg)
-    rows, dropped["duplicate_text"] = deduplicate(rows)
+        rows, dropped["crossing_groups"] = assign_splits(rows, cfg, with_test=cfg.data.test is None)
+    if cfg.data.test:
+        test_rows, test_dropped = load_rows(cfg, resolve_path(cfg.data.test.source), cfg.data.test.join, "test")
+        rows = pd.concat([rows, test_rows], ignore_index=True)
+        dropped = {k: dropped.get(k, 0) + test_dropped.get(k, 0) for k in {**dropped, **test_dropped}}
+    rows = rows.drop(columns=[c for c in rows.columns if c.startswith("_group")])
+    rows, dropped["duplicate_text"] = deduplicate(rows, within_test=cfg.data.deduplicate_test)
     missing = [s for s in SPLITS if not (rows["split"] == s).any()]
     if missing:
         raise PipelineError(f"split(s) {missing} are empty after cleaning {source.name}")
@@ -162,13 +270,18 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     from pipeline.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model.name)
-    lengths = [len(x) for x in tokenizer(list(rows["text"]), add_special_tokens=True)["input_ids"]]
-    rows = rows.assign(n_tokens=lengths)
+    # FNC-1 pairs one body with dozens of headlines: tokenize each distinct text once
+    unique = list(dict.fromkeys(rows["text"]))
+    length_of = dict(
+        zip(unique, (len(x) for x in tokenizer(unique, add_special_tokens=True)["input_ids"]), strict=True)
+    )
+    rows = rows.assign(n_tokens=rows["text"].map(length_of))
 
     card: dict[str, Any] = {
         "fingerprint": fingerprint,
         "source": str(source),
         "source_sha256": file_digest(source),
+        "inputs": {str(p): file_digest(p) for p in inputs},
         "content_digest": content_digest(rows),
         "labels": labels,
         "text_columns": cfg.data.text_columns,

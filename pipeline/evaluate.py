@@ -20,12 +20,29 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+FNC_LABELS = {"agree", "disagree", "discuss", "unrelated"}
+
+
+def fnc_relative_score(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> float:
+    """FNC-1's official score as a percentage of the best possible.
+
+    0.25 for getting related vs `unrelated` right; 0.75 more for the exact related class.
+    """
+    unrelated = labels.index("unrelated")
+    true_related, pred_related = y_true != unrelated, y_pred != unrelated
+    score = 0.25 * (true_related == pred_related).sum() + 0.75 * (true_related & (y_true == y_pred)).sum()
+    best = 0.25 * len(y_true) + 0.75 * true_related.sum()
+    return float(100.0 * score / best) if best else 0.0
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class table, confusion matrix; FNC-1's score when the labels are FNC-1's."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     y_pred = probs.argmax(axis=1)
     index = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=index, zero_division=0)
+    extra = {"fnc_score": fnc_relative_score(y_true, y_pred, labels)} if set(labels) == FNC_LABELS else {}
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -36,6 +53,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=index).tolist(),
         "labels": labels,
+        **extra,
     }
 
 
@@ -62,6 +80,8 @@ def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
     import mlflow
 
     flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
+    if "fnc_score" in metrics:
+        flat[f"{prefix}_fnc_score"] = metrics["fnc_score"]
     for label, row in metrics["per_class"].items():
         for key in ("precision", "recall", "f1"):
             flat[f"{prefix}_{key}_{label}"] = row[key]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from pipeline.gate import RelatednessGate
+
 MODEL_META = "pipeline.json"
 COMBINE_METHODS = ("mean_logits", "max_logits", "mean_probs", "first")
 
@@ -264,6 +266,7 @@ class Classifier:
     batch_size: int = 32
     pooling: str = "cls"
     meta: dict[str, Any] = field(default_factory=dict)
+    gate: RelatednessGate | None = None  # two-stage: the gate decides its label, the model the others
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows)
@@ -274,8 +277,20 @@ class Classifier:
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)))
-        logits, windows = self.window_logits(texts, pairs)
-        return combine_windows(logits, windows.owner, len(texts), self.combine)
+        if self.gate is None:
+            logits, windows = self.window_logits(texts, pairs)
+            return combine_windows(logits, windows.owner, len(texts), self.combine)
+        if pairs is None:
+            raise PipelineError("this two-stage model classifies pairs: give the pair column (claim or headline)")
+        from pipeline.gate import combine_gate
+
+        p_gate = self.gate.probability(pairs, texts)
+        passed = np.flatnonzero(p_gate < 0.5)
+        head = np.zeros((0, len(self.labels) - 1))
+        if len(passed):
+            logits, windows = self.window_logits([texts[i] for i in passed], [pairs[i] for i in passed])
+            head = combine_windows(logits, windows.owner, len(passed), self.combine)
+        return combine_gate(p_gate, passed, head, self.labels, self.gate.label)
 
     def save(self, folder: Path, extra_meta: dict[str, Any] | None = None) -> None:
         self.model.save_pretrained(folder)
@@ -289,7 +304,10 @@ class Classifier:
             "max_windows": self.max_windows,
             "combine": self.combine,
             "pooling": self.pooling,
+            "gate_label": self.gate.label if self.gate else None,
         }
+        if self.gate is not None:
+            self.gate.save(folder)
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -300,6 +318,8 @@ class Classifier:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         _quiet_transformers()
         from transformers import AutoTokenizer
+
+        from pipeline.gate import RelatednessGate
 
         dev = pick_device(device)
         pooling = str(meta.get("pooling", "cls"))
@@ -318,4 +338,5 @@ class Classifier:
             batch_size=batch_size,
             pooling=pooling,
             meta=meta,
+            gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
         )

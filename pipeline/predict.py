@@ -133,14 +133,18 @@ def predict(
     device: str = "auto",
     precision: str = "auto",
     threads: int = 0,
+    claims: list[str] | None = None,
+    claim_model_ref: str | None = None,
+    claim_registered_model: str = "stance",
 ) -> list[dict[str, Any]]:
+    """Topic of each article; with `claims`, the claim-stance model's label for every (claim, article)."""
     from pipeline import tracking
 
     clf, _ = tracking.load_classifier(model_ref, registered_model, device, precision, threads)
     inputs = [model_input(a, clf.meta.get("text_columns", []), clf.meta.get("pair_column")) for a in articles]
     pairs = [p or "" for _, p in inputs] if clf.meta.get("pair_column") else None
     probs = clf.predict_proba([t for t, _ in inputs], pairs)
-    results = []
+    results: list[dict[str, Any]] = []
     for article, row in zip(articles, probs, strict=True):
         scores = {label: round(float(p), 6) for label, p in zip(clf.labels, row, strict=True)}
         best = max(scores, key=scores.__getitem__)
@@ -151,6 +155,20 @@ def predict(
                 task: {"label": best, "score": scores[best], "scores": scores},
             }
         )
+    if claims:
+        stance, _ = tracking.load_classifier(claim_model_ref, claim_registered_model, device, precision, threads)
+        texts = [model_input(a, stance.meta.get("text_columns", []), None)[0] for a in articles]
+        pair_texts = [text for text in texts for _ in claims]
+        pair_claims = [claim for _ in texts for claim in claims]
+        pair_probs = stance.predict_proba(pair_texts, pair_claims)
+        for i, result in enumerate(results):
+            scored: list[dict[str, Any]] = []
+            for j, claim in enumerate(claims):
+                row = pair_probs[i * len(claims) + j]
+                scores = {label: round(float(p), 6) for label, p in zip(stance.labels, row, strict=True)}
+                best = max(scores, key=scores.__getitem__)
+                scored.append({"claim": claim, "label": best, "score": scores[best], "scores": scores})
+            result["claims"] = scored
     return results
 
 
@@ -166,3 +184,11 @@ def render_table(results: list[dict[str, Any]], task: str) -> None:
         runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
         table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
     Console().print(table)
+    if any("claims" in r for r in results):
+        claims = Table(title="stance toward each claim")
+        for column in ("source", "claim", "stance", "probability"):
+            claims.add_column(column, justify="right" if column == "probability" else "left")
+        for r in results:
+            for c in r.get("claims", []):
+                claims.add_row(r["source"], c["claim"], c["label"], f"{c['score']:.3f}")
+        Console().print(claims)

@@ -20,6 +20,7 @@ import yaml
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
 from pipeline.evaluate import compute_metrics, log_metrics, log_prepared_splits
+from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.modeling import (
     Classifier,
     Windows,
@@ -35,7 +36,7 @@ from pipeline.modeling import (
 )
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 @dataclass
@@ -78,22 +79,49 @@ def training_windows(
     return windows, y[np.asarray(windows.owner)]
 
 
-def evaluate_split(
-    model: Any,
-    tokenizer: Any,
-    windows: Windows,
-    n: int,
-    y: np.ndarray,
-    labels: list[str],
-    cfg: Config,
-    device: torch.device,
-    precision: str,
-) -> tuple[dict[str, Any], np.ndarray]:
-    logits = window_logits(
-        model, windows, int(tokenizer.pad_token_id or 0), cfg.runtime.eval_batch_size, device, precision
+def sample_rows(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of a label-stratified sample of n rows (all rows when n is None or not smaller)."""
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    kept, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=stratify)
+    return np.sort(kept)
+
+
+@dataclass
+class GatedSplit:
+    """A split as the head sees it: the rows the gate passes (all rows when there is no gate)."""
+
+    n: int
+    passed: np.ndarray
+    p_gate: np.ndarray | None
+    windows: Windows
+
+    def probs(self, logits: np.ndarray, how: str, labels: list[str], gate: RelatednessGate | None) -> np.ndarray:
+        head = combine_windows(logits, self.windows.owner, len(self.passed), how)
+        if gate is None or self.p_gate is None:
+            return head
+        return combine_gate(self.p_gate, self.passed, head, labels, gate.label)
+
+
+def gated_split(
+    cfg: Config, tokenizer: Any, texts: list[str], pairs: list[str] | None, gate: RelatednessGate | None
+) -> GatedSplit:
+    m = cfg.model
+    p_gate = gate.probability(pairs, texts) if gate is not None and pairs is not None else None
+    passed = np.flatnonzero(p_gate < 0.5) if p_gate is not None else np.arange(len(texts))
+    windows = encode_windows(
+        tokenizer,
+        [texts[i] for i in passed],
+        [pairs[i] for i in passed] if pairs is not None else None,
+        m.max_length,
+        m.stride,
+        m.max_windows,
     )
-    probs = combine_windows(logits, windows.owner, n, cfg.model.combine)
-    return compute_metrics(y, probs, labels), logits
+    return GatedSplit(len(texts), passed, p_gate, windows)
 
 
 def train(cfg: Config, register: bool = True, show_progress: bool = True) -> TrainResult:
@@ -123,15 +151,34 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     device = accelerator.device
 
     tokenizer = load_tokenizer(cfg.model.name)
-    model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout, cfg.model.pooling)
     texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
     pairs = {s: list(dataset[s]["pair"]) if "pair" in dataset[s].column_names else None for s in texts}
-    train_windows, train_y = training_windows(cfg, tokenizer, texts["train"], pairs["train"], ys["train"])
     m = cfg.model
-    val_windows = encode_windows(
-        tokenizer, texts["validation"], pairs["validation"], m.max_length, m.stride, m.max_windows
+    gate, head_labels, rows = None, labels, np.arange(len(texts["train"]))
+    if m.gate_label is not None:
+        if m.gate_label not in labels or pairs["train"] is None:
+            raise PipelineError(f"model.gate_label {m.gate_label!r} needs a pair column and a label in {labels}")
+        gate_index = labels.index(m.gate_label)
+        gate = RelatednessGate.fit(
+            m.gate_label, pairs["train"], texts["train"], ys["train"] == gate_index, cfg.train.seed
+        )
+        head_labels = [label for label in labels if label != m.gate_label]
+        rows = np.flatnonzero(ys["train"] != gate_index)
+    # the head's label indices, in head_labels order
+    head_y = np.searchsorted([labels.index(h) for h in head_labels], ys["train"][rows])
+    keep = sample_rows(head_y, cfg.train.max_examples, cfg.train.seed)
+    rows, head_y = rows[keep], head_y[keep]
+    model = build_classifier(m.name, head_labels, m.attention_dropout, m.pooling)
+    train_pairs = pairs["train"]
+    train_windows, train_y = training_windows(
+        cfg,
+        tokenizer,
+        [texts["train"][i] for i in rows],
+        [train_pairs[i] for i in rows] if train_pairs is not None else None,
+        head_y,
     )
+    val_split = gated_split(cfg, tokenizer, texts["validation"], pairs["validation"], gate)
     lengths = [len(x) for x in train_windows.input_ids]
 
     t = cfg.train
@@ -148,7 +195,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    weight = torch.tensor(class_weights(train_y, len(labels))).to(device) if t.class_weights else None
+    weight = torch.tensor(class_weights(train_y, len(head_labels))).to(device) if t.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     pad_id = int(tokenizer.pad_token_id or 0)
     model_dir = resolve_path(t.output_dir)
@@ -167,7 +214,10 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         )
         tracking.log_config(cfg)
         log_prepared_splits(dataset, prepared.card["source"], cfg.task)
-        mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(texts["train"])})
+        mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(rows)})
+        if gate is not None and val_split.p_gate is not None:
+            is_gate = ys["validation"] == labels.index(gate.label)
+            mlflow.log_metric("val_gate_accuracy", float(((val_split.p_gate >= 0.5) == is_gate).mean()))
 
         best_f1, best_epoch, bad_epochs, step = -1.0, 0, 0, 0
         progress = Progress(
@@ -210,17 +260,10 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                     if step % 10 == 0:
                         mlflow.log_metric("train_loss_step", float(np.mean(losses[-10:])), step=step)
                 inner = accelerator.unwrap_model(model)
-                val, val_logits = evaluate_split(
-                    inner,
-                    tokenizer,
-                    val_windows,
-                    len(texts["validation"]),
-                    ys["validation"],
-                    labels,
-                    cfg,
-                    device,
-                    precision,
+                val_logits = window_logits(
+                    inner, val_split.windows, pad_id, cfg.runtime.eval_batch_size, device, precision
                 )
+                val = compute_metrics(ys["validation"], val_split.probs(val_logits, m.combine, labels, gate), labels)
                 mlflow.log_metrics(
                     {
                         "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -249,6 +292,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                             device,
                             precision,
                             pooling=m.pooling,
+                            gate=gate,
                         )
                         with atomic_dir(model_dir) as tmp:
                             clf.save(
@@ -277,7 +321,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
         # every combination is scored on validation so the configured choice can be checked
         for how in ("mean_logits", "max_logits", "mean_probs", "first"):
-            probs = combine_windows(best_val_logits, val_windows.owner, len(texts["validation"]), how)
+            probs = val_split.probs(best_val_logits, how, labels, gate)
             mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(ys["validation"], probs, labels)["macro_f1"])
         log_metrics(best_val, "val")
         test = best.predict_proba(texts["test"], pairs["test"])

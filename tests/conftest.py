@@ -87,3 +87,63 @@ def make_config(home: Path, model: str | Path, source: Path, **changes: object) 
     path = home / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+STANCE_WORDS = {
+    "agree": "confirmed indeed true verified",
+    "disagree": "denied false hoax debunked",
+    "discuss": "reportedly allegedly claims says",
+}
+
+
+def synthetic_claims(home: Path, n_stories: int, prefix: str, seed: int = 0) -> tuple[Path, Path]:
+    """An FNC-1-shaped pair of tables: stances (Headline, Body ID, Stance) and bodies (Body ID, articleBody).
+
+    Each story has two bodies and three headlines about one topic word set; related pairs carry
+    stance words, and every headline is also paired with a body of another story (`unrelated`).
+    """
+    rng = random.Random(seed)
+    topics = list(WORDS.values())
+    stances, bodies = [], []
+    for story in range(n_stories):
+        vocab = [*topics[story % len(topics)].split(), f"{prefix}story{story}"]
+        body_ids = [f"{prefix}{story}-{j}" for j in range(2)]
+        for body_id in body_ids:
+            text = " ".join(rng.choice(vocab) for _ in range(rng.randint(30, 90)))
+            bodies.append({"Body ID": body_id, "articleBody": text})
+        for h in range(3):
+            stance = ("agree", "disagree", "discuss")[(story + h) % 3]
+            headline = (
+                f"{prefix}story{story} {' '.join(rng.choice(vocab) for _ in range(5))} {STANCE_WORDS[stance]} {h}"
+            )
+            for body_id in body_ids:
+                stances.append({"Headline": headline, "Body ID": body_id, "Stance": stance})
+            other = next(o for o in rng.sample(range(n_stories), n_stories) if o % len(topics) != story % len(topics))
+            stances.append({"Headline": headline, "Body ID": f"{prefix}{other}-0", "Stance": "unrelated"})
+    rng.shuffle(stances)
+    return write_csv(home / f"{prefix}stances.csv", stances), write_csv(home / f"{prefix}bodies.csv", bodies)
+
+
+def make_stance_config(home: Path, model: str | Path, n_stories: int = 30, **changes: object) -> Path:
+    """configs/stance.yaml on synthetic FNC-1-shaped tables, sized for a fast test."""
+    train_stances, train_bodies = synthetic_claims(home, n_stories, "tr", seed=1)
+    test_stances, test_bodies = synthetic_claims(home, max(6, n_stories // 3), "te", seed=2)
+    raw = yaml.safe_load((ROOT / "configs" / "stance.yaml").read_text())
+    raw["data"].update(
+        source=str(train_stances),
+        join={"source": str(train_bodies), "key": "Body ID"},
+        test={"source": str(test_stances), "join": {"source": str(test_bodies), "key": "Body ID"}},
+        prepared_dir=str(home / "prepared-stance"),
+    )
+    raw["model"].update(name=str(model), max_length=64, stride=16, max_windows=2)
+    raw["train"].update(
+        epochs=1, batch_size=8, output_dir=str(home / "model-stance"), max_steps=None, max_examples=None
+    )
+    raw["runtime"].update(threads=1, precision="fp32", device="cpu")
+    raw["baseline"].update(c_grid=[1.0])
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        raw[section][key] = value
+    path = home / "stance.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

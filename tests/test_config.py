@@ -13,7 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_loads_and_holds_every_section():
     cfg = load_config(ROOT / "configs" / "topic.yaml")
     assert cfg.task == "topic"
-    assert set(cfg.to_dict()) == {"task", "data", "model", "train", "runtime", "baseline", "mlflow"}
+    assert set(cfg.to_dict()) == {"task", "data", "model", "train", "runtime", "baseline", "mlflow", "profiles"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_and_profile_loads(path):
+    cfg = load_config(path)
+    assert cfg.task == path.stem
+    for name in cfg.profiles:
+        load_config(path, profile=name)
+
+
+def test_profile_applies_before_set_overrides():
+    stance = ROOT / "configs" / "stance.yaml"
+    base = load_config(stance)
+    full = load_config(stance, profile="full")
+    assert base.model.max_length == 256 and full.model.max_length == 512
+    assert full.train.windows == "all" and full.data == base.data
+    assert load_config(stance, ["model.max_length=384"], profile="full").model.max_length == 384
+    with pytest.raises(PipelineError, match="no profile 'gpu'"):
+        load_config(stance, profile="gpu")
 
 
 def test_override_is_typed():

@@ -26,7 +26,7 @@ def test_prepare_splits_dedups_and_writes_a_card(home):
     result = prepare(cfg)
     card = result.card
     assert not result.reused
-    assert card["dropped"] == {"empty_text": 1, "empty_label": 0, "duplicate_text": 1}
+    assert card["dropped"] == {"empty_text": 1, "empty_label": 0, "crossing_groups": 0, "duplicate_text": 1}
     n = {s: card["splits"][s]["n"] for s in ("train", "validation", "test")}
     assert sum(n.values()) == 60
     assert n["validation"] >= 6 and n["test"] >= 6

@@ -1,0 +1,115 @@
+"""Claim stance: joined tables, a group split, the relatedness gate, the FNC-1 score, two-stage training."""
+
+import json
+
+import numpy as np
+import pandas as pd
+from conftest import make_stance_config
+
+from pipeline.config import load_config
+from pipeline.data import load_prepared, prepare
+from pipeline.evaluate import compute_metrics, fnc_relative_score
+from pipeline.gate import RelatednessGate, combine_gate
+from pipeline.modeling import Classifier
+from pipeline.train import sample_rows, train
+
+FNC = ["agree", "disagree", "discuss", "unrelated"]
+
+
+def test_prepare_joins_bodies_and_keeps_headlines_and_bodies_out_of_validation(home, tiny_model_dir):
+    cfg = load_config(make_stance_config(home, tiny_model_dir))
+    prepared = prepare(cfg)
+    dataset, card = load_prepared(cfg)
+    assert prepared.card["dropped"]["crossing_groups"] > 0  # unrelated pairs across the split
+    frames = {s: dataset[s].to_pandas() for s in ("train", "validation", "test")}
+    assert (frames["train"]["text"] != "").all()
+    # neither a headline nor a body of validation is seen in training
+    assert not set(frames["train"]["pair"]) & set(frames["validation"]["pair"])
+    assert not set(frames["train"]["text"]) & set(frames["validation"]["text"])
+    # the test split is the test file, every row of it
+    test_rows = pd.read_csv(cfg.data.test.source)
+    assert len(frames["test"]) == len(test_rows)
+    assert card["splits"]["validation"]["n"] > 0
+
+
+def test_fnc_score_matches_the_official_definition():
+    y = np.array([0, 1, 2, 3, 3])  # agree, disagree, discuss, unrelated, unrelated
+    assert fnc_relative_score(y, y, FNC) == 100.0
+    # every related pair called discuss, unrelated right: 0.25*5 + 0.75*1 of 0.25*5 + 0.75*3
+    all_discuss = np.array([2, 2, 2, 3, 3])
+    assert abs(fnc_relative_score(y, all_discuss, FNC) - 100 * 2.0 / 3.5) < 1e-9
+    # relatedness wrong everywhere scores 0
+    assert fnc_relative_score(y, np.array([3, 3, 3, 0, 1]), FNC) == 0.0
+    probs = np.eye(4)[all_discuss]
+    assert "fnc_score" in compute_metrics(y, probs, FNC)
+    assert "fnc_score" not in compute_metrics(np.array([0, 1]), np.eye(2), ["a", "b"])
+
+
+def test_gate_separates_related_pairs_and_round_trips(tmp_path):
+    pairs = ["Putin calls Erdogan about Syria", "Apple unveils a new phone"] * 10
+    texts = ["Putin and Erdogan spoke about Syria by phone.", "Rain is expected over the weekend."] * 10
+    gate = RelatednessGate.fit("unrelated", pairs, texts, np.array([False, True] * 10), seed=0)
+    p = gate.probability(pairs[:2], texts[:2])
+    assert p[0] < 0.5 < p[1]
+    gate.save(tmp_path)
+    assert np.allclose(RelatednessGate.load(tmp_path).probability(pairs[:2], texts[:2]), p)
+
+
+def test_combine_gate_gives_distributions():
+    p_gate = np.array([0.1, 0.9, 0.3])
+    passed = np.array([0, 2])
+    head = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    probs = combine_gate(p_gate, passed, head, FNC, "unrelated")
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert probs.argmax(axis=1).tolist() == [0, 3, 2]
+    assert np.allclose(probs[1, :3], 0.1 / 3)
+
+
+def test_sample_rows_is_stratified_and_deterministic():
+    y = np.array([0] * 80 + [1] * 20)
+    kept = sample_rows(y, 50, seed=1)
+    assert len(kept) == 50 and np.bincount(y[kept]).tolist() == [40, 10]
+    assert kept.tolist() == sample_rows(y, 50, seed=1).tolist()
+    assert len(sample_rows(y, None, seed=1)) == 100
+
+
+def test_two_stage_training_round_trips_with_its_gate(home, tiny_model_dir):
+    cfg = load_config(make_stance_config(home, tiny_model_dir, train__max_examples=40))
+    result = train(cfg, show_progress=False)
+    assert "fnc_score" in result.test_metrics
+    assert result.test_metrics["per_class"]["unrelated"]["f1"] > 0.8  # the gate's job, easy on this data
+    clf = Classifier.load(result.model_dir, "cpu", "fp32")
+    assert clf.labels == FNC and clf.gate is not None
+    assert clf.model.config.num_labels == 3  # the head knows only the related labels
+    dataset, _ = load_prepared(cfg)
+    test = dataset["test"]
+    probs = clf.predict_proba(list(test["text"]), list(test["pair"]))
+    assert probs.shape == (len(test), 4) and np.allclose(probs.sum(axis=1), 1.0)
+    again = compute_metrics(np.asarray(test["label"]), probs, FNC)
+    assert abs(again["macro_f1"] - result.test_metrics["macro_f1"]) < 1e-9
+
+
+def test_predict_and_evaluate_claims_through_the_cli(home, tiny_model_dir):
+    from conftest import make_config, synthetic_rows, write_csv
+    from test_train_tiny import run_cli
+
+    topic_cfg = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(10)))
+    train(load_config(topic_cfg), show_progress=False)
+    stance_cfg = make_stance_config(home, tiny_model_dir, n_stories=12, train__max_examples=30)
+    train(load_config(stance_cfg), show_progress=False)
+
+    article = "date 2021-05-05\nThe minister denied the report about the election vote."
+    args = ["--claim", "The minister resigned", "--claim", "Stocks fell"]
+    pr = run_cli(home, "predict", "-c", str(topic_cfg), "--json", *args, "-", stdin=article)
+    assert pr.returncode == 0, pr.stderr
+    obj = json.loads(pr.stdout)
+    assert [c["claim"] for c in obj["claims"]] == ["The minister resigned", "Stocks fell"]
+    for c in obj["claims"]:
+        assert c["label"] in FNC and set(c["scores"]) == set(FNC)
+        assert abs(sum(c["scores"].values()) - 1) < 1e-4
+
+    ev = run_cli(home, "evaluate", "-c", str(stance_cfg), "--json")
+    assert ev.returncode == 0, ev.stderr
+    obj = json.loads(ev.stdout)
+    assert set(obj) == {"n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id"}
+    assert 0 <= obj["fnc_score"] <= 100
