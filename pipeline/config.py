@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
 
@@ -82,6 +82,12 @@ class ModelConfig(Strict):
     attention_dropout: float = Field(ge=0.0, lt=1.0)
     pooling: Literal["cls", "mean"]
     gate_label: str | None
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> ModelConfig:
+        if self.stride >= self.max_length // 2:
+            raise ValueError(f"model.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+        return self
 
 
 class TrainConfig(Strict):
@@ -169,6 +175,8 @@ def _format_validation_error(err: ValidationError) -> str:
         missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
         close = difflib.get_close_matches(where, missing, n=1)
         return f"unknown config key: {where}" + (f" (did you mean {close[0]}?)" if close else "")
+    if first["type"] == "value_error":  # our own cross-field checks carry the whole message
+        return str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "missing":
         return f"missing config key: {where}"
     return f"bad config value for {where}: {first['msg']} (got {first.get('input')!r})"

@@ -54,6 +54,7 @@ def test_override_is_typed():
         ("train.epochs", "not of the form"),
         ("train.epochs=many", "train.epochs"),
         ("model.combine=median", "model.combine"),
+        ("model.stride=300", r"model.stride \(300\) must be under half of max_length \(512\)"),
     ],
 )
 def test_bad_override_names_the_key(override, message):

@@ -68,3 +68,58 @@ def test_cli_end_to_end_with_minilm(home, bbc_slice):
 
     runs = mlflow.search_runs(experiment_names=["topic"])
     assert set(runs["tags.stage"]) == {"train", "baseline", "evaluate"}
+
+
+@pytest.fixture()
+def fnc_slice(home):
+    """A few real FNC-1 stories (every pair of 12 train and 4 test bodies), as the real files are shaped."""
+    paths = {}
+    for part, n_bodies in (("train", 12), ("competition_test", 4)):
+        stances, bodies = SHARED_DATA / f"fnc1_{part}_stances.csv.gz", SHARED_DATA / f"fnc1_{part}_bodies.csv.gz"
+        if not stances.is_file():
+            pytest.skip(f"{stances} is not present")
+        s, b = pd.read_csv(stances), pd.read_csv(bodies)
+        keep = b["Body ID"].head(n_bodies)
+        s[s["Body ID"].isin(keep)].to_csv(home / f"{part}_stances.csv", index=False)
+        b[b["Body ID"].isin(keep)].to_csv(home / f"{part}_bodies.csv", index=False)
+        paths[part] = (home / f"{part}_stances.csv", home / f"{part}_bodies.csv")
+    return paths
+
+
+def test_claim_stance_end_to_end_with_minilm(home, fnc_slice, bbc_slice):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs" / "stance.yaml").read_text())
+    (tr_s, tr_b), (te_s, te_b) = fnc_slice["train"], fnc_slice["competition_test"]
+    raw["data"].update(
+        source=str(tr_s),
+        join={"source": str(tr_b), "key": "Body ID"},
+        test={"source": str(te_s), "join": {"source": str(te_b), "key": "Body ID"}},
+        split_fractions={"validation": 0.3, "test": 0.0},
+        prepared_dir=str(home / "prepared-stance"),
+    )
+    raw["model"].update(max_length=128, stride=32)
+    raw["train"].update(max_steps=3, batch_size=8, output_dir=str(home / "model-stance"))
+    raw["runtime"].update(threads=1)
+    config = home / "stance.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    topic = make_config(
+        home, "minilm", bbc_slice, data__split_column="split", model__max_length=128, train__max_steps=2
+    )
+
+    c = ["-c", str(config)]
+    assert run_cli(home, "prepare", *c).returncode == 0
+    tr = run_cli(home, "train", *c)
+    assert tr.returncode == 0, tr.stderr
+    assert "FNC-1 score" in tr.stdout and "alias champion" in tr.stdout
+    ev = run_cli(home, "evaluate", *c, "--json")
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads(ev.stdout)
+    assert metrics["n"] == len(pd.read_csv(te_s)) and 0 <= metrics["fnc_score"] <= 100
+
+    assert run_cli(home, "train", "-c", str(topic)).returncode == 0
+    claim = "Turkey supplies Ukraine with armed drones"
+    pr = run_cli(home, "predict", "-c", str(topic), "--json", "--claim", claim, str(SEED))
+    assert pr.returncode == 0, pr.stderr
+    [scored] = json.loads(pr.stdout)["claims"]
+    assert scored["claim"] == claim and scored["label"] in {"agree", "disagree", "discuss", "unrelated"}
