@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install train train-topic train-stance prepare baseline finetune evaluate predict test test-fast lint format ui clean
+.PHONY: install train train-topic train-stance train-target-stance prepare baseline finetune evaluate predict test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 # every task: prepare the data, fit the TF-IDF baseline, fine-tune, evaluate on test, log and register
-train: train-topic train-stance
+train: train-topic train-stance train-target-stance
 
 train-topic: install
 	$(BIN)/pipeline prepare
@@ -29,6 +29,12 @@ train-stance: install
 	$(BIN)/pipeline prepare -c configs/stance.yaml
 	$(BIN)/pipeline baseline -c configs/stance.yaml
 	$(BIN)/pipeline train -c configs/stance.yaml
+
+# stance toward a named target (NewsMTSC), also scored on devtest_mt and PerSenT articles
+train-target-stance: install
+	$(BIN)/pipeline prepare -c configs/target_stance.yaml
+	$(BIN)/pipeline baseline -c configs/target_stance.yaml
+	$(BIN)/pipeline train -c configs/target_stance.yaml
 
 evaluate: install
 	$(BIN)/pipeline evaluate

@@ -55,7 +55,7 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt =
     for split, info in card["splits"].items():
         tok = info["tokens"]
         typer.echo(
-            f"  {split:<10} {info['n']:>6} articles, tokens mean {tok['mean']}, "
+            f"  {split:<10} {info['n']:>6} rows, tokens mean {tok['mean']}, "
             f"p90 {tok['p90']}, over window {tok['share_over_window']:.0%}"
         )
 
@@ -78,6 +78,8 @@ def train(
     typer.echo(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f}{fnc} (n={t['n']})")
     per_class = ", ".join(f"{label} {row['f1']:.3f}" for label, row in t["per_class"].items())
     typer.echo(f"test F1 per class: {per_class}")
+    for name, extra in r.extra_test_metrics.items():
+        typer.echo(f"{name}: macro-F1 {extra['macro_f1']:.4f}, accuracy {extra['accuracy']:.4f} (n={extra['n']})")
     typer.echo(f"model {r.model_uri} alias {r.alias}; run {r.run_id}; {r.seconds:.0f} s")
 
 
@@ -108,14 +110,17 @@ def evaluate(
     label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
     label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Claim/target column: the first segment of a pair.")] = None,
+    on: Annotated[str | None, typer.Option("--on", help="One of the config's data.extra_tests, by name.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on the test split or a labelled file, as an MLflow run."""
     from pipeline.evaluate import evaluate as run_evaluate
-    from pipeline.evaluate import load_eval_file, parse_label_map, prepared_test_data
+    from pipeline.evaluate import extra_test_data, load_eval_file, parse_label_map, prepared_test_data
 
     cfg = _config(config, set_, profile)
-    if data is not None:
+    if on is not None:
+        [eval_data] = extra_test_data(cfg, on)
+    elif data is not None:
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
         eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
     else:
@@ -151,6 +156,14 @@ def predict(
     claim: Annotated[
         list[str] | None, typer.Option("--claim", help="A claim to score the article's stance toward (repeatable).")
     ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="Score the stance toward this entity (repeatable; default: the main names)."),
+    ] = None,
+    no_stance: Annotated[bool, typer.Option("--no-stance", help="Topic only: no target stance.")] = False,
+    target_model: Annotated[
+        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion).")
+    ] = None,
     claim_model: Annotated[
         str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion).")
     ] = None,
@@ -172,6 +185,8 @@ def predict(
         cfg.runtime.threads,
         claims=[c.strip() for c in claim or [] if c.strip()],
         claim_model_ref=claim_model,
+        targets=[] if no_stance else ([t.strip() for t in target if t.strip()] or None if target else None),
+        target_model_ref=target_model,
     )
     if as_json:
         for r in results:

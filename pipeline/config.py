@@ -54,13 +54,27 @@ class TestSourceConfig(Strict):
     join: JoinConfig | None
 
 
+class EvalSetConfig(Strict):
+    """A labelled file scored after training, beside the test split (another domain, another set)."""
+
+    name: str
+    source: str
+    where: dict[str, list[str]] | None
+    text_columns: list[str] = Field(min_length=1)
+    pair_column: str | None
+    label_column: str
+    label_map: dict[str, str] | None
+
+
 class DataConfig(Strict):
     source: str
+    where: dict[str, list[str]] | None
     join: JoinConfig | None
     test: TestSourceConfig | None
     text_columns: list[str] = Field(min_length=1)
     pair_column: str | None
     label_column: str
+    label_map: dict[str, str] | None
     split_column: str | None
     split_names: dict[Literal["train", "validation", "test"], str]
     split_fractions: dict[Literal["validation", "test"], float]
@@ -71,6 +85,7 @@ class DataConfig(Strict):
     group_link_skip_labels: list[str] | None
     split_seed: int
     prepared_dir: str
+    extra_tests: list[EvalSetConfig]
 
 
 class ModelConfig(Strict):

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import Config, JoinConfig, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_dir, file_digest, join_text_columns, read_table, write_json_atomic
+from pipeline.io import atomic_dir, file_digest, filter_rows, join_text_columns, read_table, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,11 +99,13 @@ def load_rows(
     if d.id_column:
         columns.append(d.id_column)
     df = read_joined(source, join, list(dict.fromkeys(columns)))
+    if split is None:  # `where` selects rows of the main source (a separate test file is taken whole)
+        df = filter_rows(df, d.where, source)
     rows = pd.DataFrame(
         {
             "id": df[d.id_column].astype(str) if d.id_column else [str(i) for i in range(len(df))],
             "text": join_text_columns(df, d.text_columns),
-            "label": df[d.label_column].astype("string").fillna("").str.strip(),
+            "label": df[d.label_column].astype("string").fillna("").str.strip().replace(d.label_map or {}),
         }
     )
     if d.pair_column:
@@ -256,6 +258,9 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     dropped["crossing_groups"] = 0
     if "split" not in rows.columns:
         rows, dropped["crossing_groups"] = assign_splits(rows, cfg, with_test=cfg.data.test is None)
+    elif "validation" not in cfg.data.split_names:  # the file has train and test only: validation from train
+        train_part, dropped["crossing_groups"] = assign_splits(rows[rows["split"] == "train"], cfg, with_test=False)
+        rows = pd.concat([train_part, rows[rows["split"] != "train"]], ignore_index=True)
     if cfg.data.test:
         test_rows, test_dropped = load_rows(cfg, resolve_path(cfg.data.test.source), cfg.data.test.join, "test")
         rows = pd.concat([rows, test_rows], ignore_index=True)

@@ -136,11 +136,18 @@ def parse_label_map(text: str | None) -> dict[str, str]:
 
 
 def load_eval_file(
-    path: Path, text_columns: list[str], label_column: str, label_map: dict[str, str], pair_column: str | None = None
+    path: Path,
+    text_columns: list[str],
+    label_column: str,
+    label_map: dict[str, str],
+    pair_column: str | None = None,
+    where: dict[str, list[str]] | None = None,
+    name: str | None = None,
 ) -> EvalData:
-    from pipeline.io import join_text_columns, read_table
+    from pipeline.io import filter_rows, join_text_columns, read_table
 
     df = read_table(path, [*text_columns, label_column, *([pair_column] if pair_column else [])])
+    df = filter_rows(df, where, path)
     texts = join_text_columns(df, text_columns)
     pairs = join_text_columns(df, [pair_column]) if pair_column else None
     labels = [label_map.get(s, s) for s in df[label_column].astype("string").fillna("").str.strip()]
@@ -151,9 +158,25 @@ def load_eval_file(
         [texts[i] for i in keep],
         [labels[i] for i in keep],
         str(path),
-        path.name,
+        name or path.name,
         [pairs[i] for i in keep] if pairs is not None else None,
     )
+
+
+def extra_test_data(cfg: Config, name: str | None = None) -> list[EvalData]:
+    """The config's extra test sets (`data.extra_tests`), or the one called `name`."""
+    from pipeline.config import resolve_path
+
+    sets = [e for e in cfg.data.extra_tests if name is None or e.name == name]
+    if name is not None and not sets:
+        known = ", ".join(e.name for e in cfg.data.extra_tests) or "none"
+        raise PipelineError(f"no extra test set {name!r} in the config (data.extra_tests: {known})")
+    return [
+        load_eval_file(
+            resolve_path(e.source), e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name
+        )
+        for e in sets
+    ]
 
 
 def prepared_test_data(cfg: Config) -> EvalData:

@@ -82,6 +82,17 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     return df
 
 
+def filter_rows(df: pd.DataFrame, where: dict[str, list[str]] | None, path: Path) -> pd.DataFrame:
+    """Rows whose value in each `where` column is one of the listed values."""
+    for column, values in (where or {}).items():
+        if column not in df.columns:
+            raise PipelineError(f"{path.name} has no column {column!r} to select rows by")
+        df = df[df[column].astype(str).str.strip().isin([str(v) for v in values])]
+    if df.empty:
+        raise PipelineError(f"no rows of {path.name} match {where}")
+    return df
+
+
 def join_text_columns(df: pd.DataFrame, columns: list[str]) -> list[str]:
     parts = df[columns].astype("string").fillna("")
     return [

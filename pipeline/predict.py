@@ -11,10 +11,14 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 from pipeline.io import normalise_text, read_text_file
+from pipeline.targets import main_targets
+
+if TYPE_CHECKING:
+    from pipeline.modeling import Classifier
 
 # keys whose value is one token: the rest of such a line, if any, is already article text
 # (the sample article starts " date 2022-01-02 Russian President ...")
@@ -136,8 +140,12 @@ def predict(
     claims: list[str] | None = None,
     claim_model_ref: str | None = None,
     claim_registered_model: str = "stance",
+    targets: list[str] | None = None,
+    target_model_ref: str | None = None,
+    target_registered_model: str = "target_stance",
 ) -> list[dict[str, Any]]:
-    """Topic of each article; with `claims`, the claim-stance model's label for every (claim, article)."""
+    """Topic of each article, its stance toward its main targets (or `targets`; [] for none),
+    and with `claims` the claim-stance label of every (claim, article)."""
     from pipeline import tracking
 
     clf, _ = tracking.load_classifier(model_ref, registered_model, device, precision, threads)
@@ -158,18 +166,43 @@ def predict(
     if claims:
         stance, _ = tracking.load_classifier(claim_model_ref, claim_registered_model, device, precision, threads)
         texts = [model_input(a, stance.meta.get("text_columns", []), None)[0] for a in articles]
-        pair_texts = [text for text in texts for _ in claims]
-        pair_claims = [claim for _ in texts for claim in claims]
-        pair_probs = stance.predict_proba(pair_texts, pair_claims)
-        for i, result in enumerate(results):
-            scored: list[dict[str, Any]] = []
-            for j, claim in enumerate(claims):
-                row = pair_probs[i * len(claims) + j]
-                scores = {label: round(float(p), 6) for label, p in zip(stance.labels, row, strict=True)}
-                best = max(scores, key=scores.__getitem__)
-                scored.append({"claim": claim, "label": best, "score": scores[best], "scores": scores})
-            result["claims"] = scored
+        for result, scored in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
+            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, scored, strict=True)]
+    if targets is None or targets:
+        try:
+            target_clf, _ = tracking.load_classifier(
+                target_model_ref, target_registered_model, device, precision, threads
+            )
+        except PipelineError:
+            if targets is not None or target_model_ref is not None:
+                raise
+            # topic alone still answers; the user is told how to get stance too
+            print(f"note: no {target_registered_model} model, so no stance; run `make train`", file=sys.stderr)
+            return results
+        texts = [model_input(a, target_clf.meta.get("text_columns", []), None)[0] for a in articles]
+        per_article = [targets or main_targets(text) for text in texts]
+        for result, names, scored in zip(
+            results, per_article, score_pairs(target_clf, texts, per_article), strict=True
+        ):
+            result["stance"] = [{"target": t, **s} for t, s in zip(names, scored, strict=True)]
     return results
+
+
+def score_pairs(clf: Classifier, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
+    """{label, score, scores} for every (pair, text), grouped by text; one batched model call."""
+    flat_texts = [text for text, ps in zip(texts, pairs, strict=True) for _ in ps]
+    flat_pairs = [p for ps in pairs for p in ps]
+    probs = clf.predict_proba(flat_texts, flat_pairs)
+    out, row = [], 0
+    for ps in pairs:
+        scored = []
+        for _ in ps:
+            scores = {label: round(float(p), 6) for label, p in zip(clf.labels, probs[row], strict=True)}
+            best = max(scores, key=scores.__getitem__)
+            scored.append({"label": best, "score": scores[best], "scores": scores})
+            row += 1
+        out.append(scored)
+    return out
 
 
 def render_table(results: list[dict[str, Any]], task: str) -> None:
@@ -184,6 +217,14 @@ def render_table(results: list[dict[str, Any]], task: str) -> None:
         runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
         table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
     Console().print(table)
+    if any(r.get("stance") for r in results):
+        stance = Table(title="stance toward the article's targets")
+        for column in ("source", "target", "stance", "probability"):
+            stance.add_column(column, justify="right" if column == "probability" else "left")
+        for r in results:
+            for t in r.get("stance", []):
+                stance.add_row(r["source"], t["target"], t["label"], f"{t['score']:.3f}")
+        Console().print(stance)
     if any("claims" in r for r in results):
         claims = Table(title="stance toward each claim")
         for column in ("source", "claim", "stance", "probability"):

@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.evaluate import compute_metrics, log_metrics, log_prepared_splits
+from pipeline.evaluate import compute_metrics, extra_test_data, label_indices, log_metrics, log_prepared_splits
 from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.modeling import (
     Classifier,
@@ -46,6 +46,7 @@ class TrainResult:
     best_epoch: int
     val_macro_f1: float
     test_metrics: dict[str, Any]
+    extra_test_metrics: dict[str, dict[str, Any]]
     model_uri: str | None
     alias: str | None
     seconds: float
@@ -317,7 +318,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
 
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
-            return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, None, None, 0.0)
+            return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, {}, None, None, 0.0)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
         # every combination is scored on validation so the configured choice can be checked
         for how in ("mean_logits", "max_logits", "mean_probs", "first"):
@@ -327,6 +328,22 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         test = best.predict_proba(texts["test"], pairs["test"])
         test_metrics = compute_metrics(ys["test"], test, labels)
         log_metrics(test_metrics, "test")
+        extra_metrics = {}
+        for extra in extra_test_data(cfg):
+            y_extra = label_indices(extra.labels, labels)
+            if best.gate is not None:
+                extra_metrics[extra.name] = compute_metrics(
+                    y_extra, best.predict_proba(extra.texts, extra.pairs), labels
+                )
+            else:  # every window combination is logged, so article-level settings can be chosen on a dev set
+                logits, windows = best.window_logits(extra.texts, extra.pairs)
+                for how in ("mean_logits", "max_logits", "mean_probs", "first"):
+                    probs = combine_windows(logits, windows.owner, len(extra.texts), how)
+                    scored = compute_metrics(y_extra, probs, labels)
+                    mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
+                    if how == best.combine:
+                        extra_metrics[extra.name] = scored
+            log_metrics(extra_metrics[extra.name], f"test_{extra.name}")
         mlflow.log_metrics({"best_epoch": best_epoch, "train_seconds": time.perf_counter() - started})
 
         info = log_classifier(model_dir, labels, cfg.mlflow.registered_model if register else None)
@@ -342,5 +359,13 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     if best_epoch == 0:
         raise PipelineError("training produced no checkpoint")
     return TrainResult(
-        run.info.run_id, model_dir, best_epoch, best_f1, test_metrics, model_uri, alias, time.perf_counter() - started
+        run.info.run_id,
+        model_dir,
+        best_epoch,
+        best_f1,
+        test_metrics,
+        extra_metrics,
+        model_uri,
+        alias,
+        time.perf_counter() - started,
     )

@@ -124,3 +124,34 @@ def test_pairs_are_kept_and_deduplicated_as_pairs(home):
     assert "pair" in ds["train"].column_names
     pairs = [p for s in ds for p in ds[s]["pair"]]
     assert "a different claim" in pairs and len(pairs) == 31
+
+
+def test_where_label_map_and_validation_taken_out_of_train(home):
+    rows = synthetic_rows(12)
+    for i, row in enumerate(rows):
+        row["split"] = ("train", "train", "train", "heldout", "other")[i % 5]
+    src = write_csv(home / "news.csv", rows)
+    cfg = load_config(
+        make_config(
+            home,
+            "minilm",
+            src,
+            data__where={"split": ["train", "heldout"]},
+            data__split_column="split",
+            data__split_names={"train": "train", "test": "heldout"},
+            data__label_map={"sport": "games"},
+        )
+    )
+    card = prepare(cfg).card
+    n = {s: card["splits"][s]["n"] for s in ("train", "validation", "test")}
+    assert n["test"] == sum(r["split"] == "heldout" for r in rows)  # "other" rows are not read
+    assert n["train"] + n["validation"] == sum(r["split"] == "train" for r in rows)
+    assert n["validation"] > 0
+    assert "games" in card["labels"] and "sport" not in card["labels"]
+
+
+def test_where_on_a_missing_column_is_named(home):
+    src = write_csv(home / "news.csv", synthetic_rows(3))
+    cfg = load_config(make_config(home, "minilm", src, data__where={"section": ["a"]}))
+    with pytest.raises(PipelineError, match="no column 'section' to select rows by"):
+        prepare(cfg)

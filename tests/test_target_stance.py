@@ -1,0 +1,113 @@
+"""Target stance: main-target detection, extra test sets, stance toward targets at predict."""
+
+import json
+import random
+
+import yaml
+from conftest import ROOT, make_config, synthetic_rows, write_csv
+from test_train_tiny import run_cli
+
+from pipeline.config import load_config
+from pipeline.predict import Article, predict
+from pipeline.targets import main_targets
+from pipeline.train import train
+
+SAMPLE = ROOT / "seeds" / "000_6abd9dfd733c7055.txt"
+POLARITY = {
+    "positive": "praised hailed welcomed",
+    "negative": "attacked blamed condemned",
+    "neutral": "met said visited",
+}
+
+
+def test_main_targets_of_the_sample_article():
+    from pipeline.predict import read_inputs
+
+    [article] = read_inputs([str(SAMPLE)])
+    found = main_targets(article.text)
+    assert len(found) == 5
+    assert {"Russia", "Turkey", "Ukraine"} <= set(found)
+
+
+def test_main_targets_merges_full_and_short_names_and_drops_titles():
+    text = (
+        "Russian President Vladimir Putin met the press. Putin said little. Later Putin left. "
+        "The BBC's reporter asked. The BBC said. Moscow-based analysts agree."
+    )
+    found = main_targets(text, limit=3)
+    assert found[0] == "Vladimir Putin"
+    assert "BBC" in found and "Russian" not in " ".join(found)
+    assert main_targets("", limit=3) == []
+
+
+def synthetic_target_rows(n: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        polarity = ("positive", "negative", "neutral")[i % 3]
+        target = rng.choice(["Alice Smith", "Acme Corp", "Bob Jones"])
+        words = " ".join(rng.choice(POLARITY[polarity].split()) for _ in range(4))
+        split = "devtest_rw" if i % 5 == 0 else "devtest_mt" if i % 7 == 0 else "train"
+        rows.append(
+            {
+                "split": split,
+                "primary_gid": f"g{i}",
+                "sentence": f"{target} {words} today {i}",
+                "target": target,
+                "polarity": polarity,
+            }
+        )
+    return rows
+
+
+def make_target_config(home, model):
+    src = write_csv(home / "mtsc.csv", synthetic_target_rows(150, seed=3))
+    docs = [
+        {
+            "split": s,
+            "DOCUMENT": f"{r['sentence']}. Other news. {r['sentence']}",
+            "TARGET_ENTITY": r["target"],
+            "TRUE_SENTIMENT": r["polarity"].title(),
+        }
+        for s, r in zip(["dev", "random_test"] * 20, synthetic_target_rows(40, seed=4), strict=True)
+    ]
+    persent = write_csv(home / "persent.csv", docs)
+    raw = yaml.safe_load((ROOT / "configs" / "target_stance.yaml").read_text())
+    raw["data"].update(source=str(src), prepared_dir=str(home / "prepared-target"))
+    for extra in raw["data"]["extra_tests"]:
+        extra["source"] = str(src if extra["name"].startswith("newsmtsc") else persent)
+    raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
+    raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
+    raw["runtime"].update(threads=1, precision="fp32", device="cpu")
+    path = home / "target_stance.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_dir):
+    cfg = load_config(make_target_config(home, tiny_model_dir))
+    result = train(cfg, show_progress=False)
+    assert set(result.extra_test_metrics) == {"newsmtsc_devtest_mt", "persent_random_test", "persent_dev"}
+    assert result.extra_test_metrics["persent_random_test"]["n"] == 20
+    topic_cfg = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(8)))
+    topic = load_config(topic_cfg)
+    train(topic, show_progress=False)
+
+    article = Article("a.txt", "Alice Smith praised Acme Corp. Alice Smith met Bob Jones. Acme Corp said no.")
+    [auto] = predict([article], None, "topic", "topic", "cpu", "fp32")
+    assert [s["target"] for s in auto["stance"]] == ["Acme Corp", "Alice Smith"]  # Bob Jones: one mention
+    for s in auto["stance"]:
+        assert s["label"] in {"favor", "against", "neutral"} and abs(sum(s["scores"].values()) - 1) < 1e-4
+    [given] = predict([article], None, "topic", "topic", "cpu", "fp32", targets=["Bob Jones"])
+    assert [s["target"] for s in given["stance"]] == ["Bob Jones"]
+    [none] = predict([article], None, "topic", "topic", "cpu", "fp32", targets=[])
+    assert "stance" not in none
+
+    pr = run_cli(home, "predict", "-c", str(topic_cfg), "--json", "--target", "Acme Corp", "-", stdin=article.text)
+    assert pr.returncode == 0, pr.stderr
+    assert [s["target"] for s in json.loads(pr.stdout)["stance"]] == ["Acme Corp"]
+    ev = run_cli(home, "evaluate", "-c", str(home / "target_stance.yaml"), "--on", "persent_random_test", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["n"] == 20
+    bad = run_cli(home, "evaluate", "-c", str(home / "target_stance.yaml"), "--on", "nope")
+    assert bad.returncode == 2 and "no extra test set 'nope'" in bad.stderr
