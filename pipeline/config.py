@@ -97,6 +97,7 @@ class ModelConfig(Strict):
     attention_dropout: float = Field(ge=0.0, lt=1.0)
     pooling: Literal["cls", "mean"]
     gate_label: str | None
+    gate_threshold: float = Field(gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
@@ -112,7 +113,7 @@ class TrainConfig(Strict):
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, le=1)
-    class_weights: bool
+    class_weights: Literal["none", "balanced", "sqrt"]
     early_stopping_patience: int = Field(ge=0)
     seed: int
     output_dir: str

@@ -2,9 +2,10 @@
 
 For claim stance (FNC-1) three quarters of the pairs are `unrelated`: the headline is about
 another story. Word overlap tells those apart cheaply, so a logistic regression on four
-TF-IDF similarity features of (pair, text) gives P(gate label); the transformer is trained on,
-and only run on, the pairs the gate passes, and the two combine as
-P(y) = P(related) * P(y | related). The gate is stored as JSON beside the model, no pickle.
+TF-IDF similarity features of (pair, text) gives P(gate label), and the two stages combine as
+follows: the gate takes off the pairs it is sure are unrelated (P >= its threshold), and the
+transformer, trained on every other pair including the gate's unsure unrelated ones, decides
+the rest among all labels. The gate is stored as JSON beside the model, no pickle.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class RelatednessGate:
     """P(label == gate label | pair, text) from similarity features."""
 
     label: str
+    threshold: float  # at or above it the gate decides; below, the transformer does
     vocabulary: dict[str, int]
     idf: list[float]
     coef: list[float]
@@ -72,7 +74,9 @@ class RelatednessGate:
         return vectorizer
 
     @classmethod
-    def fit(cls, label: str, pairs: list[str], texts: list[str], is_label: np.ndarray, seed: int) -> RelatednessGate:
+    def fit(
+        cls, label: str, threshold: float, pairs: list[str], texts: list[str], is_label: np.ndarray, seed: int
+    ) -> RelatednessGate:
         from sklearn.linear_model import LogisticRegression
 
         vectorizer = _vectorizer()
@@ -80,7 +84,8 @@ class RelatednessGate:
         x = similarity_features(vectorizer, pairs, texts)
         lr = LogisticRegression(C=10.0, max_iter=1000, random_state=seed).fit(x, is_label.astype(int))
         vocabulary = {str(k): int(v) for k, v in vectorizer.vocabulary_.items()}
-        return cls(label, vocabulary, vectorizer.idf_.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]))
+        idf = vectorizer.idf_.tolist()
+        return cls(label, threshold, vocabulary, idf, lr.coef_[0].tolist(), float(lr.intercept_[0]))
 
     def probability(self, pairs: list[str], texts: list[str]) -> np.ndarray:
         if not texts:
@@ -89,28 +94,34 @@ class RelatednessGate:
         return np.asarray(1.0 / (1.0 + np.exp(-(x @ np.asarray(self.coef) + self.intercept))))
 
     def save(self, folder: Path) -> None:
-        data = {"label": self.label, "features": FEATURES, "coef": self.coef, "intercept": self.intercept}
+        data = {
+            "label": self.label,
+            "threshold": self.threshold,
+            "features": FEATURES,
+            "coef": self.coef,
+            "intercept": self.intercept,
+        }
         data |= {"idf": self.idf, "vocabulary": self.vocabulary}
         (folder / GATE_FILE).write_text(json.dumps(data), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> RelatednessGate:
         data = json.loads((folder / GATE_FILE).read_text(encoding="utf-8"))
-        return cls(data["label"], data["vocabulary"], data["idf"], data["coef"], float(data["intercept"]))
+        return cls(
+            data["label"],
+            float(data["threshold"]),
+            data["vocabulary"],
+            data["idf"],
+            data["coef"],
+            float(data["intercept"]),
+        )
 
 
-def combine_gate(
-    p_gate: np.ndarray, passed: np.ndarray, head_probs: np.ndarray, labels: list[str], gate_label: str
-) -> np.ndarray:
-    """Full class probabilities from the gate and the head's probabilities on the passed rows.
-
-    Rows the gate stopped get the gate's probability for its label and share the rest evenly.
-    """
-    gate_index = labels.index(gate_label)
-    head_index = np.asarray([i for i, label in enumerate(labels) if label != gate_label])
-    out = np.zeros((len(p_gate), len(labels)))
+def combine_gate(p_gate: np.ndarray, passed: np.ndarray, model_probs: np.ndarray, gate_index: int) -> np.ndarray:
+    """Full class probabilities: the model's on the rows the gate passed; on the rows it
+    stopped, the gate's probability for its label and the rest shared evenly."""
+    n_labels = model_probs.shape[1]
+    out = np.repeat(((1.0 - p_gate) / (n_labels - 1))[:, None], n_labels, axis=1)
     out[:, gate_index] = p_gate
-    rest = (1.0 - p_gate)[:, None]
-    out[:, head_index] = rest / len(head_index)
-    out[np.ix_(passed, head_index)] = rest[passed] * head_probs
+    out[passed] = model_probs
     return out

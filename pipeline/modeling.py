@@ -285,12 +285,12 @@ class Classifier:
         from pipeline.gate import combine_gate
 
         p_gate = self.gate.probability(pairs, texts)
-        passed = np.flatnonzero(p_gate < 0.5)
-        head = np.zeros((0, len(self.labels) - 1))
+        passed = np.flatnonzero(p_gate < self.gate.threshold)
+        model_probs = np.zeros((len(passed), len(self.labels)))
         if len(passed):
             logits, windows = self.window_logits([texts[i] for i in passed], [pairs[i] for i in passed])
-            head = combine_windows(logits, windows.owner, len(passed), self.combine)
-        return combine_gate(p_gate, passed, head, self.labels, self.gate.label)
+            model_probs = combine_windows(logits, windows.owner, len(passed), self.combine)
+        return combine_gate(p_gate, passed, model_probs, self.labels.index(self.gate.label))
 
     def save(self, folder: Path, extra_meta: dict[str, Any] | None = None) -> None:
         self.model.save_pretrained(folder)

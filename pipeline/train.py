@@ -65,9 +65,13 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
     return batches
 
 
-def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
+def class_weights(y: np.ndarray, n_labels: int, how: str = "balanced") -> np.ndarray:
+    """Loss weights: inverse class frequency (`balanced`) or its square root (`sqrt`), mean 1 over examples."""
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
-    weights = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    if how == "sqrt":
+        weights = np.sqrt(weights)
+    weights *= len(y) / float((weights * counts).sum())
     return weights.astype(np.float32)
 
 
@@ -105,7 +109,7 @@ class GatedSplit:
         head = combine_windows(logits, self.windows.owner, len(self.passed), how)
         if gate is None or self.p_gate is None:
             return head
-        return combine_gate(self.p_gate, self.passed, head, labels, gate.label)
+        return combine_gate(self.p_gate, self.passed, head, labels.index(gate.label))
 
 
 def gated_split(
@@ -113,7 +117,9 @@ def gated_split(
 ) -> GatedSplit:
     m = cfg.model
     p_gate = gate.probability(pairs, texts) if gate is not None and pairs is not None else None
-    passed = np.flatnonzero(p_gate < 0.5) if p_gate is not None else np.arange(len(texts))
+    passed = (
+        np.flatnonzero(p_gate < gate.threshold) if gate is not None and p_gate is not None else np.arange(len(texts))
+    )
     windows = encode_windows(
         tokenizer,
         [texts[i] for i in passed],
@@ -156,21 +162,22 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
     pairs = {s: list(dataset[s]["pair"]) if "pair" in dataset[s].column_names else None for s in texts}
     m = cfg.model
-    gate, head_labels, rows = None, labels, np.arange(len(texts["train"]))
+    gate, rows = None, np.arange(len(texts["train"]))
     if m.gate_label is not None:
         if m.gate_label not in labels or pairs["train"] is None:
             raise PipelineError(f"model.gate_label {m.gate_label!r} needs a pair column and a label in {labels}")
-        gate_index = labels.index(m.gate_label)
+        is_gate = ys["train"] == labels.index(m.gate_label)
         gate = RelatednessGate.fit(
-            m.gate_label, pairs["train"], texts["train"], ys["train"] == gate_index, cfg.train.seed
+            m.gate_label, m.gate_threshold, pairs["train"], texts["train"], is_gate, cfg.train.seed
         )
-        head_labels = [label for label in labels if label != m.gate_label]
-        rows = np.flatnonzero(ys["train"] != gate_index)
-    # the head's label indices, in head_labels order
-    head_y = np.searchsorted([labels.index(h) for h in head_labels], ys["train"][rows])
+        # the transformer learns every row the gate leaves to it: all other labels, and the
+        # gate-label rows the gate is unsure of (hard negatives)
+        unsure = gate.probability(pairs["train"], texts["train"]) < gate.threshold
+        rows = np.flatnonzero(~is_gate | unsure)
+    head_y = ys["train"][rows]
     keep = sample_rows(head_y, cfg.train.max_examples, cfg.train.seed)
     rows, head_y = rows[keep], head_y[keep]
-    model = build_classifier(m.name, head_labels, m.attention_dropout, m.pooling)
+    model = build_classifier(m.name, labels, m.attention_dropout, m.pooling)
     train_pairs = pairs["train"]
     train_windows, train_y = training_windows(
         cfg,
@@ -196,7 +203,11 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    weight = torch.tensor(class_weights(train_y, len(head_labels))).to(device) if t.class_weights else None
+    weight = (
+        torch.tensor(class_weights(train_y, len(labels), t.class_weights)).to(device)
+        if t.class_weights != "none"
+        else None
+    )
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     pad_id = int(tokenizer.pad_token_id or 0)
     model_dir = resolve_path(t.output_dir)
@@ -218,7 +229,14 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(rows)})
         if gate is not None and val_split.p_gate is not None:
             is_gate = ys["validation"] == labels.index(gate.label)
-            mlflow.log_metric("val_gate_accuracy", float(((val_split.p_gate >= 0.5) == is_gate).mean()))
+            stopped = val_split.p_gate >= gate.threshold
+            mlflow.log_metrics(
+                {
+                    "val_gate_stopped": float(stopped.mean()),
+                    "val_gate_precision": float(is_gate[stopped].mean()) if stopped.any() else float("nan"),
+                    "train_gate_hard_negatives": int((ys["train"][rows] == labels.index(gate.label)).sum()),
+                }
+            )
 
         best_f1, best_epoch, bad_epochs, step = -1.0, 0, 0, 0
         progress = Progress(

@@ -48,21 +48,23 @@ def test_fnc_score_matches_the_official_definition():
 def test_gate_separates_related_pairs_and_round_trips(tmp_path):
     pairs = ["Putin calls Erdogan about Syria", "Apple unveils a new phone"] * 10
     texts = ["Putin and Erdogan spoke about Syria by phone.", "Rain is expected over the weekend."] * 10
-    gate = RelatednessGate.fit("unrelated", pairs, texts, np.array([False, True] * 10), seed=0)
+    gate = RelatednessGate.fit("unrelated", 0.7, pairs, texts, np.array([False, True] * 10), seed=0)
     p = gate.probability(pairs[:2], texts[:2])
     assert p[0] < 0.5 < p[1]
     gate.save(tmp_path)
-    assert np.allclose(RelatednessGate.load(tmp_path).probability(pairs[:2], texts[:2]), p)
+    again = RelatednessGate.load(tmp_path)
+    assert again.threshold == 0.7 and np.allclose(again.probability(pairs[:2], texts[:2]), p)
 
 
-def test_combine_gate_gives_distributions():
-    p_gate = np.array([0.1, 0.9, 0.3])
+def test_combine_gate_keeps_the_model_where_the_gate_passed():
+    p_gate = np.array([0.1, 0.95, 0.3])
     passed = np.array([0, 2])
-    head = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
-    probs = combine_gate(p_gate, passed, head, FNC, "unrelated")
+    model = np.array([[0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]])
+    probs = combine_gate(p_gate, passed, model, gate_index=3)
     assert np.allclose(probs.sum(axis=1), 1.0)
-    assert probs.argmax(axis=1).tolist() == [0, 3, 2]
-    assert np.allclose(probs[1, :3], 0.1 / 3)
+    assert np.allclose(probs[[0, 2]], model)  # the model knows every label, the gate's one too
+    assert probs.argmax(axis=1).tolist() == [0, 3, 3]
+    assert np.allclose(probs[1, :3], 0.05 / 3)
 
 
 def test_sample_rows_is_stratified_and_deterministic():
@@ -80,7 +82,7 @@ def test_two_stage_training_round_trips_with_its_gate(home, tiny_model_dir):
     assert result.test_metrics["per_class"]["unrelated"]["f1"] > 0.8  # the gate's job, easy on this data
     clf = Classifier.load(result.model_dir, "cpu", "fp32")
     assert clf.labels == FNC and clf.gate is not None
-    assert clf.model.config.num_labels == 3  # the head knows only the related labels
+    assert clf.model.config.num_labels == 4 and clf.gate.threshold == cfg.model.gate_threshold
     dataset, _ = load_prepared(cfg)
     test = dataset["test"]
     probs = clf.predict_proba(list(test["text"]), list(test["pair"]))
@@ -113,3 +115,14 @@ def test_predict_and_evaluate_claims_through_the_cli(home, tiny_model_dir):
     obj = json.loads(ev.stdout)
     assert set(obj) == {"n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id"}
     assert 0 <= obj["fnc_score"] <= 100
+
+
+def test_class_weights_balance_and_soften():
+    from pipeline.train import class_weights
+
+    y = np.array([0] * 90 + [1] * 10)
+    balanced, sqrt = class_weights(y, 2, "balanced"), class_weights(y, 2, "sqrt")
+    counts = np.bincount(y)
+    assert np.isclose((balanced * counts).sum(), len(y)) and np.isclose((sqrt * counts).sum(), len(y))
+    assert np.isclose(balanced[0] * 90, balanced[1] * 10)  # each class weighs the same in total
+    assert 1 < sqrt[1] / sqrt[0] < balanced[1] / balanced[0]  # sqrt: the minority gains, less
