@@ -85,6 +85,7 @@ class DataConfig(Strict):
     group_link_skip_labels: list[str] | None
     split_seed: int
     prepared_dir: str
+    extra_train: list[EvalSetConfig]
     extra_tests: list[EvalSetConfig]
 
 

@@ -134,6 +134,41 @@ def load_rows(
     return rows.reset_index(drop=True), dropped
 
 
+def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `data.extra_train` sets, shaped like `rows`: training data (validation may take
+    some when it is carved out of train), each row its own group."""
+    import pandas as pd
+
+    from pipeline.evaluate import load_eval_file
+
+    parts = []
+    for extra in cfg.data.extra_train:
+        if ("pair" in rows.columns) != (extra.pair_column is not None):
+            raise PipelineError(f"data.extra_train {extra.name!r} needs a pair_column exactly when data has one")
+        data = load_eval_file(
+            resolve_path(extra.source),
+            extra.text_columns,
+            extra.label_column,
+            extra.label_map or {},
+            extra.pair_column,
+            extra.where,
+            extra.name,
+        )
+        unknown = sorted(set(data.labels) - set(cfg.data.labels or rows["label"]))
+        if unknown:
+            raise PipelineError(f"data.extra_train {extra.name!r} has labels {unknown} that the task does not")
+        ids = [f"{extra.name}:{i}" for i in range(len(data.texts))]
+        part = pd.DataFrame({"id": ids, "text": data.texts, "label": data.labels})
+        if data.pairs is not None:
+            part["pair"] = data.pairs
+        for column in (c for c in rows.columns if c.startswith("_group")):
+            part[column] = ids
+        if "split" in rows.columns:
+            part["split"] = "train"
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def group_splits(rows: pd.DataFrame, skip_labels: set[str], fractions: dict[str, float], seed: int) -> pd.Series:
     """Split by connected groups: rows sharing a value of any group column end up together.
 
@@ -255,6 +290,8 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
             return Prepared(out, old_card, reused=True)
 
     rows, dropped = load_rows(cfg, source, cfg.data.join)
+    if cfg.data.extra_train:
+        rows = pd.concat([rows, extra_train_rows(cfg, rows)], ignore_index=True)
     dropped["crossing_groups"] = 0
     if "split" not in rows.columns:
         rows, dropped["crossing_groups"] = assign_splits(rows, cfg, with_test=cfg.data.test is None)

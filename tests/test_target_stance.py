@@ -8,6 +8,7 @@ from conftest import ROOT, make_config, synthetic_rows, write_csv
 from test_train_tiny import run_cli
 
 from pipeline.config import load_config
+from pipeline.data import load_prepared
 from pipeline.predict import Article, predict
 from pipeline.targets import main_targets
 from pipeline.train import train
@@ -74,7 +75,7 @@ def make_target_config(home, model):
     persent = write_csv(home / "persent.csv", docs)
     raw = yaml.safe_load((ROOT / "configs" / "target_stance.yaml").read_text())
     raw["data"].update(source=str(src), prepared_dir=str(home / "prepared-target"))
-    for extra in raw["data"]["extra_tests"]:
+    for extra in raw["data"]["extra_tests"] + raw["data"]["extra_train"]:
         extra["source"] = str(src if extra["name"].startswith("newsmtsc") else persent)
     raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
@@ -87,8 +88,12 @@ def make_target_config(home, model):
 def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_dir):
     cfg = load_config(make_target_config(home, tiny_model_dir))
     result = train(cfg, show_progress=False)
-    assert set(result.extra_test_metrics) == {"newsmtsc_devtest_mt", "persent_random_test", "persent_dev"}
+    assert set(result.extra_test_metrics) == {"newsmtsc_devtest_mt", "persent_random_test"}
     assert result.extra_test_metrics["persent_random_test"]["n"] == 20
+    dataset, _ = load_prepared(cfg)
+    from_dev = [i for s in ("train", "validation") for i in dataset[s]["id"] if i.startswith("persent_dev:")]
+    assert len(from_dev) == 20  # every dev article is training data (or validation, carved out of train)
+    assert not any(i.startswith("persent_dev:") for i in dataset["test"]["id"])
     topic_cfg = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(8)))
     topic = load_config(topic_cfg)
     train(topic, show_progress=False)
