@@ -139,21 +139,13 @@ def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
     some when it is carved out of train), each row its own group."""
     import pandas as pd
 
-    from pipeline.evaluate import load_eval_file
+    from pipeline.evaluate import load_eval_set
 
     parts = []
     for extra in cfg.data.extra_train:
         if ("pair" in rows.columns) != (extra.pair_column is not None):
             raise PipelineError(f"data.extra_train {extra.name!r} needs a pair_column exactly when data has one")
-        data = load_eval_file(
-            resolve_path(extra.source),
-            extra.text_columns,
-            extra.label_column,
-            extra.label_map or {},
-            extra.pair_column,
-            extra.where,
-            extra.name,
-        )
+        data = load_eval_set(extra)
         unknown = sorted(set(data.labels) - set(cfg.data.labels or rows["label"]))
         if unknown:
             raise PipelineError(f"data.extra_train {extra.name!r} has labels {unknown} that the task does not")

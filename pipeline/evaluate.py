@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import Config, EvalSetConfig
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -165,18 +165,19 @@ def load_eval_file(
 
 def extra_test_data(cfg: Config, name: str | None = None) -> list[EvalData]:
     """The config's extra test sets (`data.extra_tests`), or the one called `name`."""
-    from pipeline.config import resolve_path
-
     sets = [e for e in cfg.data.extra_tests if name is None or e.name == name]
     if name is not None and not sets:
         known = ", ".join(e.name for e in cfg.data.extra_tests) or "none"
         raise PipelineError(f"no extra test set {name!r} in the config (data.extra_tests: {known})")
-    return [
-        load_eval_file(
-            resolve_path(e.source), e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name
-        )
-        for e in sets
-    ]
+    return [load_eval_set(e) for e in sets]
+
+
+def load_eval_set(e: EvalSetConfig) -> EvalData:
+    """A labelled set described in the config (`data.extra_tests`, `data.extra_train`)."""
+    from pipeline.config import resolve_path
+
+    path = resolve_path(e.source)
+    return load_eval_file(path, e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name)
 
 
 def prepared_test_data(cfg: Config) -> EvalData:

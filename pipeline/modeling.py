@@ -266,7 +266,7 @@ class Classifier:
     batch_size: int = 32
     pooling: str = "cls"
     meta: dict[str, Any] = field(default_factory=dict)
-    gate: RelatednessGate | None = None  # two-stage: the gate decides its label, the model the others
+    gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows)

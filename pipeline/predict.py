@@ -154,20 +154,12 @@ def predict(
     probs = clf.predict_proba([t for t, _ in inputs], pairs)
     results: list[dict[str, Any]] = []
     for article, row in zip(articles, probs, strict=True):
-        scores = {label: round(float(p), 6) for label, p in zip(clf.labels, row, strict=True)}
-        best = max(scores, key=scores.__getitem__)
-        results.append(
-            {
-                "source": article.source,
-                "metadata": article.metadata,
-                task: {"label": best, "score": scores[best], "scores": scores},
-            }
-        )
+        results.append({"source": article.source, "metadata": article.metadata, task: scored(clf.labels, row)})
     if claims:
         stance, _ = tracking.load_classifier(claim_model_ref, claim_registered_model, device, precision, threads)
         texts = [model_input(a, stance.meta.get("text_columns", []), None)[0] for a in articles]
-        for result, scored in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
-            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, scored, strict=True)]
+        for result, per_claim in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
+            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, per_claim, strict=True)]
     if targets is None or targets:
         try:
             target_clf, _ = tracking.load_classifier(
@@ -181,11 +173,18 @@ def predict(
             return results
         texts = [model_input(a, target_clf.meta.get("text_columns", []), None)[0] for a in articles]
         per_article = [targets or main_targets(text) for text in texts]
-        for result, names, scored in zip(
+        for result, names, per_target in zip(
             results, per_article, score_pairs(target_clf, texts, per_article), strict=True
         ):
-            result["stance"] = [{"target": t, **s} for t, s in zip(names, scored, strict=True)]
+            result["stance"] = [{"target": t, **s} for t, s in zip(names, per_target, strict=True)]
     return results
+
+
+def scored(labels: list[str], probs: Any) -> dict[str, Any]:
+    """{label, score, scores} of one row of class probabilities."""
+    scores = {label: round(float(p), 6) for label, p in zip(labels, probs, strict=True)}
+    best = max(scores, key=scores.__getitem__)
+    return {"label": best, "score": scores[best], "scores": scores}
 
 
 def score_pairs(clf: Classifier, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
@@ -195,13 +194,8 @@ def score_pairs(clf: Classifier, texts: list[str], pairs: list[list[str]]) -> li
     probs = clf.predict_proba(flat_texts, flat_pairs)
     out, row = [], 0
     for ps in pairs:
-        scored = []
-        for _ in ps:
-            scores = {label: round(float(p), 6) for label, p in zip(clf.labels, probs[row], strict=True)}
-            best = max(scores, key=scores.__getitem__)
-            scored.append({"label": best, "score": scores[best], "scores": scores})
-            row += 1
-        out.append(scored)
+        out.append([scored(clf.labels, probs[row + j]) for j in range(len(ps))])
+        row += len(ps)
     return out
 
 
@@ -217,19 +211,21 @@ def render_table(results: list[dict[str, Any]], task: str) -> None:
         runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
         table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
     Console().print(table)
-    if any(r.get("stance") for r in results):
-        stance = Table(title="stance toward the article's targets")
-        for column in ("source", "target", "stance", "probability"):
-            stance.add_column(column, justify="right" if column == "probability" else "left")
-        for r in results:
-            for t in r.get("stance", []):
-                stance.add_row(r["source"], t["target"], t["label"], f"{t['score']:.3f}")
-        Console().print(stance)
-    if any("claims" in r for r in results):
-        claims = Table(title="stance toward each claim")
-        for column in ("source", "claim", "stance", "probability"):
-            claims.add_column(column, justify="right" if column == "probability" else "left")
-        for r in results:
-            for c in r.get("claims", []):
-                claims.add_row(r["source"], c["claim"], c["label"], f"{c['score']:.3f}")
-        Console().print(claims)
+    _pair_table(results, "stance", "target", "stance toward the article's targets")
+    _pair_table(results, "claims", "claim", "stance toward each claim")
+
+
+def _pair_table(results: list[dict[str, Any]], key: str, pair_field: str, title: str) -> None:
+    """One row per (article, target or claim) with its stance label and probability."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not any(r.get(key) for r in results):
+        return
+    table = Table(title=title)
+    for column in ("source", pair_field, "stance", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for r in results:
+        for scored in r.get(key, []):
+            table.add_row(r["source"], scored[pair_field], scored["label"], f"{scored['score']:.3f}")
+    Console().print(table)

@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -34,9 +34,6 @@ from pipeline.modeling import (
     set_threads,
     window_logits,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -98,18 +95,17 @@ def sample_rows(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 @dataclass
 class GatedSplit:
-    """A split as the head sees it: the rows the gate passes (all rows when there is no gate)."""
+    """A split as the model sees it: the rows the gate passes (all rows when there is no gate)."""
 
-    n: int
     passed: np.ndarray
     p_gate: np.ndarray | None
     windows: Windows
 
     def probs(self, logits: np.ndarray, how: str, labels: list[str], gate: RelatednessGate | None) -> np.ndarray:
-        head = combine_windows(logits, self.windows.owner, len(self.passed), how)
+        model_probs = combine_windows(logits, self.windows.owner, len(self.passed), how)
         if gate is None or self.p_gate is None:
-            return head
-        return combine_gate(self.p_gate, self.passed, head, labels.index(gate.label))
+            return model_probs
+        return combine_gate(self.p_gate, self.passed, model_probs, labels.index(gate.label))
 
 
 def gated_split(
@@ -128,7 +124,7 @@ def gated_split(
         m.stride,
         m.max_windows,
     )
-    return GatedSplit(len(texts), passed, p_gate, windows)
+    return GatedSplit(passed, p_gate, windows)
 
 
 def train(cfg: Config, register: bool = True, show_progress: bool = True) -> TrainResult:
@@ -174,9 +170,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         # gate-label rows the gate is unsure of (hard negatives)
         unsure = gate.probability(pairs["train"], texts["train"]) < gate.threshold
         rows = np.flatnonzero(~is_gate | unsure)
-    head_y = ys["train"][rows]
-    keep = sample_rows(head_y, cfg.train.max_examples, cfg.train.seed)
-    rows, head_y = rows[keep], head_y[keep]
+    keep = sample_rows(ys["train"][rows], cfg.train.max_examples, cfg.train.seed)
+    rows = rows[keep]
     model = build_classifier(m.name, labels, m.attention_dropout, m.pooling)
     train_pairs = pairs["train"]
     train_windows, train_y = training_windows(
@@ -184,7 +179,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         tokenizer,
         [texts["train"][i] for i in rows],
         [train_pairs[i] for i in rows] if train_pairs is not None else None,
-        head_y,
+        ys["train"][rows],
     )
     val_split = gated_split(cfg, tokenizer, texts["validation"], pairs["validation"], gate)
     lengths = [len(x) for x in train_windows.input_ids]

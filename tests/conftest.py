@@ -79,12 +79,16 @@ def make_config(home: Path, model: str | Path, source: Path, **changes: object) 
     raw["data"].update(source=str(source), split_column=None, labels=None, prepared_dir=str(home / "prepared"))
     raw["model"].update(name=str(model), max_length=64, stride=16, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model"), max_steps=None)
+    return write_test_config(raw, changes, home / "config.yaml")
+
+
+def write_test_config(raw: dict, changes: dict[str, object], path: Path) -> Path:
+    """Single-threaded CPU fp32 settings, then `section__key=value` changes; written to `path`."""
     raw["runtime"].update(threads=1, precision="fp32", device="cpu")
     raw["baseline"].update(c_grid=[1.0])
     for dotted, value in changes.items():
         section, key = dotted.split("__")
         raw[section][key] = value
-    path = home / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -139,11 +143,4 @@ def make_stance_config(home: Path, model: str | Path, n_stories: int = 30, **cha
     raw["train"].update(
         epochs=1, batch_size=8, output_dir=str(home / "model-stance"), max_steps=None, max_examples=None
     )
-    raw["runtime"].update(threads=1, precision="fp32", device="cpu")
-    raw["baseline"].update(c_grid=[1.0])
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        raw[section][key] = value
-    path = home / "stance.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_test_config(raw, changes, home / "stance.yaml")

@@ -4,7 +4,7 @@ import json
 import random
 
 import yaml
-from conftest import ROOT, make_config, synthetic_rows, write_csv
+from conftest import ROOT, make_config, synthetic_rows, write_csv, write_test_config
 from test_train_tiny import run_cli
 
 from pipeline.config import load_config
@@ -79,10 +79,7 @@ def make_target_config(home, model):
         extra["source"] = str(src if extra["name"].startswith("newsmtsc") else persent)
     raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
-    raw["runtime"].update(threads=1, precision="fp32", device="cpu")
-    path = home / "target_stance.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_test_config(raw, {}, home / "target_stance.yaml")
 
 
 def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_dir):
