@@ -75,8 +75,12 @@ def make_target_config(home, model):
     persent = write_csv(home / "persent.csv", docs)
     raw = yaml.safe_load((ROOT / "configs" / "target_stance.yaml").read_text())
     raw["data"].update(source=str(src), prepared_dir=str(home / "prepared-target"))
-    for extra in raw["data"]["extra_tests"] + raw["data"]["extra_train"]:
+    for extra in raw["data"]["extra_tests"]:
         extra["source"] = str(src if extra["name"].startswith("newsmtsc") else persent)
+    # PerSenT dev as training data instead of a test set: the extra_train path
+    dev = next(e for e in raw["data"]["extra_tests"] if e["name"] == "persent_dev")
+    raw["data"]["extra_tests"].remove(dev)
+    raw["data"]["extra_train"] = [dev]
     raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
     return write_test_config(raw, {}, home / "target_stance.yaml")
