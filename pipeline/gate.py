@@ -76,7 +76,8 @@ class RelatednessGate:
     @classmethod
     def fit(
         cls, label: str, threshold: float, pairs: list[str], texts: list[str], is_label: np.ndarray, seed: int
-    ) -> RelatednessGate:
+    ) -> tuple[RelatednessGate, np.ndarray]:
+        """The fitted gate and its probabilities on the rows it was fitted on."""
         from sklearn.linear_model import LogisticRegression
 
         vectorizer = _vectorizer()
@@ -85,13 +86,16 @@ class RelatednessGate:
         lr = LogisticRegression(C=10.0, max_iter=1000, random_state=seed).fit(x, is_label.astype(int))
         vocabulary = {str(k): int(v) for k, v in vectorizer.vocabulary_.items()}
         idf = vectorizer.idf_.tolist()
-        return cls(label, threshold, vocabulary, idf, lr.coef_[0].tolist(), float(lr.intercept_[0]))
+        gate = cls(label, threshold, vocabulary, idf, lr.coef_[0].tolist(), float(lr.intercept_[0]))
+        return gate, gate._logistic(x)
+
+    def _logistic(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-(x @ np.asarray(self.coef) + self.intercept))))
 
     def probability(self, pairs: list[str], texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        x = similarity_features(self._fitted_vectorizer(), pairs, texts)
-        return np.asarray(1.0 / (1.0 + np.exp(-(x @ np.asarray(self.coef) + self.intercept))))
+        return self._logistic(similarity_features(self._fitted_vectorizer(), pairs, texts))
 
     def save(self, folder: Path) -> None:
         data = {

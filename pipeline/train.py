@@ -163,13 +163,12 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
         if m.gate_label not in labels or pairs["train"] is None:
             raise PipelineError(f"model.gate_label {m.gate_label!r} needs a pair column and a label in {labels}")
         is_gate = ys["train"] == labels.index(m.gate_label)
-        gate = RelatednessGate.fit(
+        gate, p_train = RelatednessGate.fit(
             m.gate_label, m.gate_threshold, pairs["train"], texts["train"], is_gate, cfg.train.seed
         )
         # the transformer learns every row the gate leaves to it: all other labels, and the
         # gate-label rows the gate is unsure of (hard negatives)
-        unsure = gate.probability(pairs["train"], texts["train"]) < gate.threshold
-        rows = np.flatnonzero(~is_gate | unsure)
+        rows = np.flatnonzero(~is_gate | (p_train < gate.threshold))
     keep = sample_rows(ys["train"][rows], cfg.train.max_examples, cfg.train.seed)
     rows = rows[keep]
     model = build_classifier(m.name, labels, m.attention_dropout, m.pooling)

@@ -48,9 +48,10 @@ def test_fnc_score_matches_the_official_definition():
 def test_gate_separates_related_pairs_and_round_trips(tmp_path):
     pairs = ["Putin calls Erdogan about Syria", "Apple unveils a new phone"] * 10
     texts = ["Putin and Erdogan spoke about Syria by phone.", "Rain is expected over the weekend."] * 10
-    gate = RelatednessGate.fit("unrelated", 0.7, pairs, texts, np.array([False, True] * 10), seed=0)
+    gate, p_fit = RelatednessGate.fit("unrelated", 0.7, pairs, texts, np.array([False, True] * 10), seed=0)
     p = gate.probability(pairs[:2], texts[:2])
     assert p[0] < 0.5 < p[1]
+    assert np.allclose(p_fit, gate.probability(pairs, texts))
     gate.save(tmp_path)
     again = RelatednessGate.load(tmp_path)
     assert again.threshold == 0.7 and np.allclose(again.probability(pairs[:2], texts[:2]), p)
