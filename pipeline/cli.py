@@ -185,7 +185,7 @@ def predict(
         cfg.runtime.threads,
         claims=[c.strip() for c in claim or [] if c.strip()],
         claim_model_ref=claim_model,
-        targets=[] if no_stance else ([t.strip() for t in target if t.strip()] or None if target else None),
+        targets=[] if no_stance else ([t.strip() for t in target or [] if t.strip()] or None),
         target_model_ref=target_model,
     )
     if as_json:

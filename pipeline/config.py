@@ -55,7 +55,7 @@ class TestSourceConfig(Strict):
 
 
 class EvalSetConfig(Strict):
-    """A labelled file scored after training, beside the test split (another domain, another set)."""
+    """A labelled file described in the config: an extra test set, or extra training data."""
 
     name: str
     source: str

@@ -89,8 +89,6 @@ def load_rows(
     import pandas as pd
 
     d = cfg.data
-    if not source.exists():
-        raise PipelineError(f"data source not found: {source}")
     group_columns = d.group_columns or []
     use_split_column = d.split_column is not None and split is None
     columns = [*d.text_columns, d.label_column, *([d.pair_column] if d.pair_column else []), *group_columns]
