@@ -129,9 +129,62 @@ def evaluate(
     if as_json:
         _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id") if k in r})
         return
-    typer.echo(
-        f"{r['model_uri']} on {eval_data.name} (n={r['n']}): macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}"
-    )
+    _print_evaluation(r, r["model_uri"])
+    typer.echo(f"run {r['run_id']}")
+
+
+@app.command()
+def zeroshot(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/zeroshot_topic.yaml).")
+    ] = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Labels to choose from, comma-separated (default: the config's).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled csv/jsonl/parquet file (default: the prepared test split).")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
+    label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="A title column: it leads the text.")] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register the zero-shot model (zeroshot.registered_model) for predict.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify with labels never trained on; evaluated and logged like `evaluate`, beside the fine-tuned runs."""
+    from pipeline.evaluate import load_eval_file, parse_label_map
+    from pipeline.zeroshot import run_zeroshot
+
+    cfg = _config(config or _default_zeroshot_config(), set_, profile)
+    eval_data = None
+    if data is not None:
+        columns = [c.strip() for c in text_column.split(",") if c.strip()]
+        eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
+    label_list = labels.split(",") if labels is not None else None
+    r = run_zeroshot(cfg, eval_data, label_list, register=register)
+    if as_json:
+        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id") if k in r})
+        return
+    _print_evaluation(r, f"zero-shot ({cfg.zeroshot.engine if cfg.zeroshot else ''})")
+    if r["val_macro_f1"] is not None:
+        typer.echo(f"  validation macro-F1 {r['val_macro_f1']:.4f}")
+    if r["alias"]:
+        typer.echo(f"registered {r['registered_model']} @{r['alias']}")
+    typer.echo(f"run {r['run_id']}; {r['seconds']:.0f} s")
+
+
+def _default_zeroshot_config() -> Path:
+    from pipeline.config import default_config_path
+
+    return default_config_path("zeroshot_topic")
+
+
+def _print_evaluation(r: dict[str, Any], model: str) -> None:
+    typer.echo(f"{model} on {r['data_name']} (n={r['n']}): macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}")
     if "fnc_score" in r:
         typer.echo(f"  FNC-1 relative score {r['fnc_score']:.2f}")
     for label, row in r["per_class"].items():
@@ -139,7 +192,6 @@ def evaluate(
             f"  {label:<16} precision {row['precision']:.3f} recall {row['recall']:.3f} "
             f"f1 {row['f1']:.3f} support {row['support']}"
         )
-    typer.echo(f"run {r['run_id']}")
 
 
 @app.command()

@@ -140,6 +140,39 @@ class MlflowConfig(Strict):
     registered_model: str
 
 
+class SelfTrainingConfig(Strict):
+    keep_fraction: float = Field(gt=0.0, le=1.0)
+    registered_model: str
+    output_dir: str
+
+
+class ZeroShotConfig(Strict):
+    engine: Literal["embedding", "nli"]
+    encoder: str
+    nli_model: str | None
+    hypothesis_template: str
+    max_length: int = Field(ge=16, le=8192)
+    stride: int = Field(ge=0)
+    max_windows: int = Field(ge=1)
+    pooling: Literal["mean", "first"]
+    temperature: float = Field(gt=0.0)
+    default_phrasings: list[str] = Field(min_length=1)
+    labels: dict[str, list[str]] = Field(min_length=2)
+    registered_model: str
+    output_dir: str
+    self_training: SelfTrainingConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ZeroShotConfig:
+        if self.engine == "nli" and not self.nli_model:
+            raise ValueError("zeroshot.engine is nli but zeroshot.nli_model is not set (a hub id or a folder)")
+        if "{}" not in self.hypothesis_template or any("{}" not in p for p in self.default_phrasings):
+            raise ValueError("zeroshot.hypothesis_template and zeroshot.default_phrasings need a {} for the label")
+        if self.stride >= self.max_length // 2:
+            raise ValueError(f"zeroshot.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+        return self
+
+
 class Config(Strict):
     task: str
     data: DataConfig
@@ -148,6 +181,7 @@ class Config(Strict):
     runtime: RuntimeConfig
     baseline: BaselineConfig
     mlflow: MlflowConfig
+    zeroshot: ZeroShotConfig | None
     profiles: dict[str, dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:

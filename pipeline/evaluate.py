@@ -19,6 +19,8 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.modeling import TextClassifier
+
 
 FNC_LABELS = {"agree", "disagree", "discuss", "unrelated"}
 
@@ -180,14 +182,20 @@ def load_eval_set(e: EvalSetConfig) -> EvalData:
     return load_eval_file(path, e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name)
 
 
-def prepared_test_data(cfg: Config) -> EvalData:
+def prepared_split_data(cfg: Config, split: str) -> EvalData:
+    """One split of the prepared DatasetDict, with label names."""
     from pipeline.data import load_prepared
 
     dataset, card = load_prepared(cfg)
-    test = dataset["test"]
-    names = test.features["label"].names
-    pairs = list(test["pair"]) if "pair" in test.column_names else None
-    return EvalData(list(test["text"]), [names[i] for i in test["label"]], card["source"], f"{cfg.task}-test", pairs)
+    rows = dataset[split]
+    names = rows.features["label"].names
+    pairs = list(rows["pair"]) if "pair" in rows.column_names else None
+    source = card["source"]
+    return EvalData(list(rows["text"]), [names[i] for i in rows["label"]], source, f"{cfg.task}-{split}", pairs)
+
+
+def prepared_test_data(cfg: Config) -> EvalData:
+    return prepared_split_data(cfg, "test")
 
 
 def label_indices(labels: list[str], model_labels: list[str]) -> np.ndarray:
@@ -203,7 +211,7 @@ def label_indices(labels: list[str], model_labels: list[str]) -> np.ndarray:
 
 def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str | None = None) -> dict[str, Any]:
     """Evaluate a registered or local model on `data` inside a new MLflow run."""
-    import pandas as pd
+    import mlflow
 
     from pipeline import tracking
 
@@ -212,21 +220,29 @@ def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str |
     clf, uri = tracking.load_classifier(
         model_ref, cfg.mlflow.registered_model, r.device, r.precision, r.threads, r.eval_batch_size
     )
-    y = label_indices(data.labels, clf.labels)
-
-    import mlflow
-
+    label_indices(data.labels, clf.labels)  # unknown labels fail before a run is opened
     with mlflow.start_run(run_name=run_name or f"evaluate-{data.name}") as run:
-        mlflow.set_tags({"stage": "evaluate", "task": cfg.task, "model_uri": uri, "eval_data": data.source})
+        mlflow.set_tags({"stage": "evaluate", "task": cfg.task})
         tracking.log_config(cfg)
-        frame = pd.DataFrame({"text": data.texts, "label": data.labels})
-        if data.pairs is not None:
-            frame["pair"] = data.pairs
-        digest = log_dataset(frame, data.source, data.name, "test")
-        start = time.perf_counter()
-        probs = clf.predict_proba(data.texts, data.pairs)
-        metrics = compute_metrics(y, probs, clf.labels)
-        mlflow.log_metric("test_seconds", time.perf_counter() - start)
-        log_metrics(metrics, "test")
-        mlflow.set_tag("data_digest", digest)
-    return {**metrics, "run_id": run.info.run_id, "model_uri": uri, "data_digest": digest}
+        result = log_evaluation(cfg, clf, uri, data)
+    return {**result, "run_id": run.info.run_id}
+
+
+def log_evaluation(cfg: Config, clf: TextClassifier, uri: str, data: EvalData) -> dict[str, Any]:
+    """Score `clf` on `data` and log the data, its digest and the test metrics to the active run."""
+    import mlflow
+    import pandas as pd
+
+    y = label_indices(data.labels, clf.labels)
+    mlflow.set_tags({"model_uri": uri, "eval_data": data.source})
+    frame = pd.DataFrame({"text": data.texts, "label": data.labels})
+    if data.pairs is not None:
+        frame["pair"] = data.pairs
+    digest = log_dataset(frame, data.source, data.name, "test")
+    start = time.perf_counter()
+    probs = clf.predict_proba(data.texts, data.pairs)
+    metrics = compute_metrics(y, probs, clf.labels)
+    mlflow.log_metric("test_seconds", time.perf_counter() - start)
+    log_metrics(metrics, "test")
+    mlflow.set_tag("data_digest", digest)
+    return {**metrics, "model_uri": uri, "data_digest": digest, "data_name": data.name}

@@ -42,9 +42,9 @@ with _no_type_hint_warnings():
 
     class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         def load_context(self, context: Any) -> None:
-            from pipeline.modeling import Classifier
+            from pipeline.modeling import load_model
 
-            self.classifier = Classifier.load(Path(context.artifacts["model"]))
+            self.classifier = load_model(Path(context.artifacts["model"]))
 
         def predict(self, context, model_input, params=None):
             import pandas as pd

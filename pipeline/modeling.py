@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -199,6 +200,28 @@ def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict
     return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
 
+def run_windows(
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    windows: Windows,
+    width: int,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> np.ndarray:
+    """`forward(batch)` of every window, in float32; batches of similar length keep padding small."""
+    import torch
+
+    out = np.zeros((len(windows), width), dtype=np.float32)
+    order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]), reverse=True)
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = pad_batch([windows.input_ids[i] for i in idx], [windows.token_type_ids[i] for i in idx], pad_id)
+            out[idx] = forward({k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+    return out
+
+
 def window_logits(
     model: PreTrainedModel,
     windows: Windows,
@@ -207,22 +230,14 @@ def window_logits(
     device: torch.device,
     precision: str,
 ) -> np.ndarray:
-    """Logits of every window, in float32; batches of similar length keep padding small."""
-    import torch
-
-    n_labels = int(model.config.num_labels or 0)
-    out = np.zeros((len(windows), n_labels), dtype=np.float32)
-    order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]), reverse=True)
+    """Logits of every window."""
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = pad_batch([windows.input_ids[i] for i in idx], [windows.token_type_ids[i] for i in idx], pad_id)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out[idx] = logits.float().cpu().numpy()
-    model.train(was_training)
-    return out
+    try:
+        width = int(model.config.num_labels or 0)
+        return run_windows(lambda batch: model(**batch).logits, windows, width, pad_id, batch_size, device, precision)
+    finally:
+        model.train(was_training)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -248,6 +263,28 @@ def combine_windows(logits: np.ndarray, owner: list[int], n_articles: int, how: 
         else:
             raise PipelineError(f"unknown window combination {how!r} ({', '.join(COMBINE_METHODS)})")
     return probs
+
+
+class TextClassifier(Protocol):
+    """What evaluate and predict need of a model: fine-tuned (Classifier) or zero-shot."""
+
+    labels: list[str]
+    meta: dict[str, Any]
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray: ...
+
+
+def load_model(folder: Path, device: str = "auto", precision: str = "auto", batch_size: int = 32) -> TextClassifier:
+    """A saved model folder, fine-tuned or zero-shot, told apart by its pipeline.json `kind`."""
+    meta_path = folder / MODEL_META
+    if not meta_path.is_file():
+        raise PipelineError(f"{folder} is not a pipeline model folder (no {MODEL_META})")
+    kind = json.loads(meta_path.read_text(encoding="utf-8")).get("kind", "finetuned")
+    if str(kind).startswith("zeroshot"):
+        from pipeline.zeroshot import load_zeroshot
+
+        return load_zeroshot(folder, device, precision, batch_size)
+    return Classifier.load(folder, device, precision, batch_size)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pipeline.io import normalise_text, read_text_file
 from pipeline.targets import main_targets
 
 if TYPE_CHECKING:
-    from pipeline.modeling import Classifier
+    from pipeline.modeling import TextClassifier
 
 # keys whose value is one token: the rest of such a line, if any, is already article text
 # (the sample article starts " date 2022-01-02 Russian President ...")
@@ -187,7 +187,7 @@ def scored(labels: list[str], probs: Any) -> dict[str, Any]:
     return {"label": best, "score": scores[best], "scores": scores}
 
 
-def score_pairs(clf: Classifier, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
+def score_pairs(clf: TextClassifier, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
     """{label, score, scores} for every (pair, text), grouped by text; one batched model call."""
     flat_texts = [text for text, ps in zip(texts, pairs, strict=True) for _ in ps]
     flat_pairs = [p for ps in pairs for p in ps]

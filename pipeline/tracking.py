@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from pipeline.modeling import Classifier
+    from pipeline.modeling import TextClassifier
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_METRIC = "val_macro_f1"
@@ -159,9 +159,9 @@ def resolve_model(ref: str) -> tuple[Path, str]:
 
 def load_classifier(
     model_ref: str | None, registered_model: str, device: str, precision: str, threads: int, batch_size: int = 32
-) -> tuple[Classifier, str]:
+) -> tuple[TextClassifier, str]:
     """The given model, or the registered champion; says to run `make train` when there is none."""
-    from pipeline.modeling import Classifier, set_threads
+    from pipeline.modeling import load_model, set_threads
 
     ref = model_ref or f"models:/{registered_model}@{CHAMPION}"
     try:
@@ -171,4 +171,4 @@ def load_classifier(
             raise PipelineError(f"no trained model ({ref}); run `make train` first") from None
         raise
     set_threads(threads)
-    return Classifier.load(folder, device, precision, batch_size), uri
+    return load_model(folder, device, precision, batch_size), uri
