@@ -66,12 +66,19 @@ def train(
     set_: SetOpt = None,
     profile: ProfileOpt = None,
     register: Annotated[bool, typer.Option(help="Register the model in the MLflow registry.")] = True,
+    pseudo_labels: Annotated[
+        bool,
+        typer.Option(
+            "--pseudo-labels",
+            help="Self-training: learn the zero-shot labels of the train articles, not their gold labels.",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
     from pipeline.train import train as run_train
 
-    cfg = _config(config, set_, profile)
-    r = run_train(cfg, register=register)
+    cfg = _config(config or (_default_zeroshot_config() if pseudo_labels else None), set_, profile)
+    r = run_train(cfg, register=register, pseudo_labels=pseudo_labels)
     t = r.test_metrics
     typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
     fnc = f", FNC-1 score {t['fnc_score']:.2f}" if "fnc_score" in t else ""
@@ -111,26 +118,44 @@ def evaluate(
     label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Claim/target column: the first segment of a pair.")] = None,
     on: Annotated[str | None, typer.Option("--on", help="One of the config's data.extra_tests, by name.")] = None,
+    unseen_targets: Annotated[
+        bool,
+        typer.Option(
+            "--unseen-targets",
+            help="Score rows whose target the training data never mentions apart from the others "
+            "(default data: every extra test set).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on the test split or a labelled file, as an MLflow run."""
     from pipeline.evaluate import evaluate as run_evaluate
-    from pipeline.evaluate import extra_test_data, load_eval_file, parse_label_map, prepared_test_data
+    from pipeline.evaluate import (
+        extra_test_data,
+        load_eval_file,
+        parse_label_map,
+        prepared_test_data,
+        split_by_seen_targets,
+    )
 
     cfg = _config(config, set_, profile)
     if on is not None:
-        [eval_data] = extra_test_data(cfg, on)
+        sets = extra_test_data(cfg, on)
     elif data is not None:
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
-        eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
+        sets = [load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)]
     else:
-        eval_data = prepared_test_data(cfg)
-    r = run_evaluate(cfg, model, eval_data)
-    if as_json:
-        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id") if k in r})
-        return
-    _print_evaluation(r, r["model_uri"])
-    typer.echo(f"run {r['run_id']}")
+        sets = extra_test_data(cfg) if unseen_targets else [prepared_test_data(cfg)]
+    if unseen_targets:
+        sets = [part for s in sets for part in split_by_seen_targets(cfg, s).values()]
+    for eval_data in sets:
+        r = run_evaluate(cfg, model, eval_data)
+        if as_json:
+            keys = ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id")
+            _echo_json({k: r[k] for k in keys if k in r} | ({"data": r["data_name"]} if len(sets) > 1 else {}))
+            continue
+        _print_evaluation(r, r["model_uri"])
+        typer.echo(f"run {r['run_id']}")
 
 
 @app.command()
@@ -213,6 +238,12 @@ def predict(
         typer.Option("--target", help="Score the stance toward this entity (repeatable; default: the main names)."),
     ] = None,
     no_stance: Annotated[bool, typer.Option("--no-stance", help="Topic only: no target stance.")] = False,
+    zero_shot: Annotated[
+        bool,
+        typer.Option(
+            "--zero-shot", help="Topic by the zero-shot classifier of the config (default configs/zeroshot_topic.yaml)."
+        ),
+    ] = False,
     target_model: Annotated[
         str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion).")
     ] = None,
@@ -225,8 +256,13 @@ def predict(
     from pipeline.predict import predict as run_predict
     from pipeline.predict import read_inputs, render_table
 
-    cfg = _config(config, set_, profile)
+    cfg = _config(config or (_default_zeroshot_config() if zero_shot else None), set_, profile)
     articles = read_inputs(paths)
+    classifier = None
+    if zero_shot:
+        from pipeline.zeroshot import build_zeroshot
+
+        classifier = build_zeroshot(cfg)
     results = run_predict(
         articles,
         model,
@@ -239,6 +275,7 @@ def predict(
         claim_model_ref=claim_model,
         targets=[] if no_stance else ([t.strip() for t in target or [] if t.strip()] or None),
         target_model_ref=target_model,
+        classifier=classifier,
     )
     if as_json:
         for r in results:

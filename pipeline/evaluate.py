@@ -198,6 +198,30 @@ def prepared_test_data(cfg: Config) -> EvalData:
     return prepared_split_data(cfg, "test")
 
 
+def split_by_seen_targets(cfg: Config, data: EvalData) -> dict[str, EvalData]:
+    """`data` cut in two: rows whose target (the pair) occurs, case-insensitively, in a target or a
+    text of the prepared training split, and rows whose target occurs nowhere in it."""
+    from pipeline.data import load_prepared
+
+    if data.pairs is None:
+        raise PipelineError(f"{data.name} has no target column, so its targets cannot be split into seen and unseen")
+    train = load_prepared(cfg)[0]["train"]
+    seen_text = "\n".join([*train["text"], *(train["pair"] if "pair" in train.column_names else [])]).lower()
+    seen = [pair.strip().lower() in seen_text for pair in data.pairs]
+    out = {}
+    for name, keep in (("seen", True), ("unseen", False)):
+        rows = [i for i, s in enumerate(seen) if s == keep]
+        if rows:
+            out[name] = EvalData(
+                [data.texts[i] for i in rows],
+                [data.labels[i] for i in rows],
+                data.source,
+                f"{data.name}-{name}-targets",
+                [data.pairs[i] for i in rows],
+            )
+    return out
+
+
 def label_indices(labels: list[str], model_labels: list[str]) -> np.ndarray:
     unknown = sorted(set(labels) - set(model_labels))
     if unknown:

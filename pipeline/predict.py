@@ -143,12 +143,13 @@ def predict(
     targets: list[str] | None = None,
     target_model_ref: str | None = None,
     target_registered_model: str = "target_stance",
+    classifier: TextClassifier | None = None,
 ) -> list[dict[str, Any]]:
-    """Topic of each article, its stance toward its main targets (or `targets`; [] for none),
-    and with `claims` the claim-stance label of every (claim, article)."""
+    """Topic of each article (by `classifier` when given, a zero-shot one say), its stance toward its
+    main targets (or `targets`; [] for none), and with `claims` the claim-stance label of every (claim, article)."""
     from pipeline import tracking
 
-    clf, _ = tracking.load_classifier(model_ref, registered_model, device, precision, threads)
+    clf = classifier or tracking.load_classifier(model_ref, registered_model, device, precision, threads)[0]
     inputs = [model_input(a, clf.meta.get("text_columns", []), clf.meta.get("pair_column")) for a in articles]
     pairs = [p or "" for _, p in inputs] if clf.meta.get("pair_column") else None
     probs = clf.predict_proba([t for t, _ in inputs], pairs)

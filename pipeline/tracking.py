@@ -168,7 +168,9 @@ def load_classifier(
         folder, uri = resolve_model(ref)
     except PipelineError:
         if model_ref is None:
-            raise PipelineError(f"no trained model ({ref}); run `make train` first") from None
+            raise PipelineError(
+                f"no trained model ({ref}); run `make train` first, or predict with --zero-shot"
+            ) from None
         raise
     set_threads(threads)
     return load_model(folder, device, precision, batch_size), uri

@@ -19,7 +19,14 @@ import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.evaluate import compute_metrics, extra_test_data, label_indices, log_metrics, log_prepared_splits
+from pipeline.evaluate import (
+    compute_metrics,
+    extra_test_data,
+    label_indices,
+    log_dataset,
+    log_metrics,
+    log_prepared_splits,
+)
 from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.modeling import (
     Classifier,
@@ -127,8 +134,12 @@ def gated_split(
     return GatedSplit(passed, p_gate, windows)
 
 
-def train(cfg: Config, register: bool = True, show_progress: bool = True) -> TrainResult:
+def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo_labels: bool = False) -> TrainResult:
+    """Fine-tune on the prepared train split; with `pseudo_labels`, on the zero-shot classifier's
+    confident labels of the train and validation articles instead of their gold labels (self-training:
+    no gold label outside the test split is read), registered under `zeroshot.self_training`'s name."""
     import mlflow
+    import pandas as pd
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -157,6 +168,24 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
     pairs = {s: list(dataset[s]["pair"]) if "pair" in dataset[s].column_names else None for s in texts}
+    registered_model, model_dir = cfg.mlflow.registered_model, resolve_path(cfg.train.output_dir)
+    pseudo_stats: dict[str, float] = {}
+    if pseudo_labels:
+        from pipeline.zeroshot import build_zeroshot, require_zeroshot
+        from pipeline.zeroshot import pseudo_labels as zero_shot_labels
+
+        self_training = require_zeroshot(cfg).self_training
+        registered_model, model_dir = self_training.registered_model, resolve_path(self_training.output_dir)
+        labeller = build_zeroshot(cfg)
+        for split in ("train", "validation"):
+            kept, y_pseudo = zero_shot_labels(labeller, self_training.keep_fraction, labels, texts[split], pairs[split])
+            # how good the kept labels are: reported, never used to choose anything
+            pseudo_stats[f"pseudo_{split}_kept"] = len(kept)
+            pseudo_stats[f"pseudo_{split}_gold_agreement"] = float((y_pseudo == ys[split][kept]).mean())
+            texts[split] = [texts[split][i] for i in kept]
+            split_pairs = pairs[split]
+            pairs[split] = [split_pairs[i] for i in kept] if split_pairs is not None else None
+            ys[split] = y_pseudo
     m = cfg.model
     gate, rows = None, np.arange(len(texts["train"]))
     if m.gate_label is not None:
@@ -204,10 +233,9 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
     )
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     pad_id = int(tokenizer.pad_token_id or 0)
-    model_dir = resolve_path(t.output_dir)
 
     tracking.use_experiment(cfg.mlflow.experiment)
-    with mlflow.start_run(run_name=f"train-{cfg.task}") as run:
+    with mlflow.start_run(run_name=f"train-{cfg.task}" + ("-pseudo-labels" if pseudo_labels else "")) as run:
         mlflow.set_tags(
             {
                 "stage": "train",
@@ -216,10 +244,17 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
                 "data_digest": prepared.card["content_digest"],
                 "device": str(device),
                 "precision": precision,
+                "pseudo_labels": str(pseudo_labels).lower(),
             }
         )
         tracking.log_config(cfg)
-        log_prepared_splits(dataset, prepared.card["source"], cfg.task)
+        if pseudo_labels:
+            mlflow.log_metrics(pseudo_stats)
+            for split in ("train", "validation"):
+                frame = {"text": texts[split], "label": [labels[i] for i in ys[split]]}
+                log_dataset(pd.DataFrame(frame), prepared.card["source"], f"{cfg.task}-{split}-pseudo-labels", split)
+        else:
+            log_prepared_splits(dataset, prepared.card["source"], cfg.task)
         mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(rows)})
         if gate is not None and val_split.p_gate is not None:
             is_gate = ys["validation"] == labels.index(gate.label)
@@ -358,13 +393,13 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True) -> Tra
             log_metrics(extra_metrics[extra.name], f"test_{extra.name}")
         mlflow.log_metrics({"best_epoch": best_epoch, "train_seconds": time.perf_counter() - started})
 
-        info = log_classifier(model_dir, labels, cfg.mlflow.registered_model if register else None)
+        info = log_classifier(model_dir, labels, registered_model if register else None)
         alias = None
         if register and info.registered_model_version is not None:
-            alias = tracking.assign_alias(cfg.mlflow.registered_model, str(info.registered_model_version), best_f1)
-            mlflow.set_tag("registered", f"{cfg.mlflow.registered_model} v{info.registered_model_version} @{alias}")
+            alias = tracking.assign_alias(registered_model, str(info.registered_model_version), best_f1)
+            mlflow.set_tag("registered", f"{registered_model} v{info.registered_model_version} @{alias}")
         model_uri = (
-            f"models:/{cfg.mlflow.registered_model}/{info.registered_model_version}"
+            f"models:/{registered_model}/{info.registered_model_version}"
             if register and info.registered_model_version is not None
             else info.model_uri
         )

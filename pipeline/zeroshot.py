@@ -277,9 +277,15 @@ def build_zeroshot(cfg: Config, labels: list[str] | None = None) -> EmbeddingZer
     zcfg = require_zeroshot(cfg)
     set_threads(cfg.runtime.threads)
     phrasings = label_phrasings(zcfg, labels)
+    clf: EmbeddingZeroShot | NliZeroShot
     if zcfg.engine == "nli":
-        return NliZeroShot.build(zcfg, list(phrasings), cfg.runtime)
-    return EmbeddingZeroShot.build(zcfg, phrasings, cfg.runtime)
+        clf = NliZeroShot.build(zcfg, list(phrasings), cfg.runtime)
+    else:
+        clf = EmbeddingZeroShot.build(zcfg, phrasings, cfg.runtime)
+    # predict puts a title before the text, as the pair (title) is put here
+    text_columns = [*([cfg.data.pair_column] if cfg.data.pair_column else []), *cfg.data.text_columns]
+    clf.meta.update({"task": cfg.task, "text_columns": text_columns, "pair_column": None})
+    return clf
 
 
 def load_zeroshot(folder: Path, device: str, precision: str, batch_size: int) -> TextClassifier:
@@ -296,12 +302,10 @@ def require_zeroshot(cfg: Config) -> ZeroShotConfig:
 
 
 def pseudo_labels(
-    cfg: Config, labels: list[str], texts: list[str], pairs: list[str] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kept rows, their pseudo-labels as indices of `labels`, all rows' confidence): the zero-shot
-    label of every text, keeping the `keep_fraction` most confident of each predicted label."""
-    zcfg = require_zeroshot(cfg)
-    clf = build_zeroshot(cfg)
+    clf: TextClassifier, keep_fraction: float, labels: list[str], texts: list[str], pairs: list[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, their pseudo-labels as indices of `labels`): the zero-shot label of every text,
+    keeping the `keep_fraction` most confident of each predicted label."""
     if set(clf.labels) != set(labels):
         raise PipelineError(
             f"zeroshot.labels ({', '.join(clf.labels)}) must be the task's labels ({', '.join(labels)})"
@@ -309,13 +313,13 @@ def pseudo_labels(
     probs = clf.predict_proba(texts, pairs)
     predicted = np.asarray([labels.index(clf.labels[i]) for i in probs.argmax(axis=1)], dtype=np.int64)
     confidence = probs.max(axis=1)
-    kept = []
+    kept: list[int] = []
     for label in range(len(labels)):
         rows = np.flatnonzero(predicted == label)
-        n_keep = int(np.ceil(zcfg.self_training.keep_fraction * len(rows)))
+        n_keep = int(np.ceil(keep_fraction * len(rows)))
         kept += rows[np.argsort(-confidence[rows], kind="stable")[:n_keep]].tolist()
     kept_rows = np.sort(np.asarray(kept, dtype=np.int64))
-    return kept_rows, predicted[kept_rows], confidence
+    return kept_rows, predicted[kept_rows]
 
 
 def run_zeroshot(
@@ -341,6 +345,7 @@ def run_zeroshot(
         prepare(cfg)
         data, validation = prepared_split_data(cfg, "test"), prepared_split_data(cfg, "validation")
     clf = build_zeroshot(cfg, labels)
+    label_indices(data.labels, clf.labels)  # unknown labels fail before a run is opened
     tracking.use_experiment(cfg.mlflow.experiment)
     engine_model = zcfg.encoder if zcfg.engine == "embedding" else str(zcfg.nli_model)
     with mlflow.start_run(run_name=f"zeroshot-{data.name}") as run:
@@ -356,10 +361,8 @@ def run_zeroshot(
         # the registry compares on validation; without one, on the data evaluated
         score = (selection or result)["macro_f1"]
         folder = resolve_path(zcfg.output_dir)
-        # predict puts a title before the text, as the pair was here
-        text_columns = [*([cfg.data.pair_column] if cfg.data.pair_column else []), *cfg.data.text_columns]
         with atomic_dir(folder) as tmp:
-            clf.save(tmp, {"task": cfg.task, "text_columns": text_columns, "pair_column": None})
+            clf.save(tmp)
         info = log_classifier(folder, clf.labels, zcfg.registered_model if register else None)
         alias = None
         if register and info.registered_model_version is not None:
