@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install train train-topic train-stance train-target-stance prepare baseline finetune evaluate predict test test-fast lint format ui clean
+.PHONY: install train train-topic train-stance train-target-stance zeroshot selftrain evaluate predict test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,16 @@ train: train-topic train-stance train-target-stance
 train-topic: install
 	$(BIN)/pipeline prepare
 	$(BIN)/pipeline baseline
+	$(BIN)/pipeline zeroshot
 	$(BIN)/pipeline train
+
+# zero-shot topic (configs/zeroshot_topic.yaml), registered: `pipeline predict` works before any training
+zeroshot: install
+	$(BIN)/pipeline zeroshot --register
+
+# self-training: fine-tune on the zero-shot labels of the train articles (registered as topic_selftrained)
+selftrain: install
+	$(BIN)/pipeline train --pseudo-labels
 
 # claim stance (FNC-1), CPU profile; `pipeline train -c configs/stance.yaml --profile full` on a GPU
 train-stance: install

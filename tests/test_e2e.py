@@ -123,3 +123,24 @@ def test_claim_stance_end_to_end_with_minilm(home, fnc_slice, bbc_slice):
     assert pr.returncode == 0, pr.stderr
     [scored] = json.loads(pr.stdout)["claims"]
     assert scored["claim"] == claim and scored["label"] in {"agree", "disagree", "discuss", "unrelated"}
+
+
+def test_zeroshot_with_minilm_reads_bbc_topics_and_the_sample_as_politics(home, bbc_slice):
+    """The shipped phrasings, no BBC label used: most of a BBC slice right, the sample article politics."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs" / "zeroshot_topic.yaml").read_text())
+    raw["data"].update(source=str(bbc_slice), prepared_dir=str(home / "prepared"))
+    raw["zeroshot"].update(output_dir=str(home / "zeroshot"))
+    raw["runtime"].update(threads=1)
+    config = home / "zeroshot.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    zs = run_cli(home, "zeroshot", "-c", str(config), "--json")
+    assert zs.returncode == 0, zs.stderr
+    metrics = json.loads(zs.stdout)
+    assert metrics["n"] == 15 and metrics["accuracy"] >= 0.8, metrics
+
+    pr = run_cli(home, "predict", "-c", str(config), "--zero-shot", "--no-stance", "--json", str(SEED))
+    assert pr.returncode == 0, pr.stderr
+    assert json.loads(pr.stdout)["topic"]["label"] == "politics"

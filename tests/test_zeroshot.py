@@ -168,7 +168,8 @@ def test_zeroshot_cli_logs_beside_finetuned_runs_registers_and_predicts(zs_confi
 
     article = home / "a.txt"
     article.write_text("title Cup final\n\nThe team won the match and the coach praised every player.\n")
-    by_registry = run_cli(home, "predict", *c, "--model", "models:/topic_zeroshot@champion", "--json", str(article))
+    # registered as the task's model, it answers predict before any training
+    by_registry = run_cli(home, "predict", *c, "--no-stance", "--json", str(article))
     built = run_cli(home, "predict", *c, "--zero-shot", "--no-stance", "--json", str(article))
     assert by_registry.returncode == 0 and built.returncode == 0, by_registry.stderr + built.stderr
     assert json.loads(by_registry.stdout)["topic"] == json.loads(built.stdout)["topic"]
