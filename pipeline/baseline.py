@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.evaluate import compute_metrics, log_metrics, log_prepared_splits
+from pipeline.evaluate import log_prepared_splits
+from pipeline.metrics import compute_metrics, log_metrics, log_mistakes
 
 
 def run_baseline(cfg: Config) -> dict[str, Any]:
@@ -79,8 +80,10 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
             mlflow.log_metric(f"val_macro_f1_c{c:g}", f1)
         val = compute_metrics(ys["validation"], classifier.predict_proba(features["validation"]), labels)
         log_metrics(val, "val")
-        test = compute_metrics(ys["test"], classifier.predict_proba(features["test"]), labels)
+        test_probs = classifier.predict_proba(features["test"])
+        test = compute_metrics(ys["test"], test_probs, labels)
         log_metrics(test, "test")
+        log_mistakes(texts["test"], None, ys["test"], test_probs, labels, "test")
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         # skops, MLflow's default format, takes minutes on a large vocabulary
         mlflow.sklearn.log_model(

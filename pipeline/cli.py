@@ -78,7 +78,15 @@ def train(
     from pipeline.train import train as run_train
 
     cfg = _config(config or (_default_zeroshot_config() if pseudo_labels else None), set_, profile)
-    r = run_train(cfg, register=register, pseudo_labels=pseudo_labels)
+    try:
+        r = run_train(cfg, register=register, pseudo_labels=pseudo_labels)
+    except _store_errors() as err:
+        from pipeline.config import resolve_path
+
+        raise PipelineError(
+            f"the MLflow store failed ({_first_line(err)}); the trained model is kept in "
+            f"{resolve_path(cfg.train.output_dir)}: `pipeline log-model` logs it once the store is back"
+        ) from None
     t = r.test_metrics
     typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
     fnc = f", FNC-1 score {t['fnc_score']:.2f}" if "fnc_score" in t else ""
@@ -88,6 +96,23 @@ def train(
     for name, extra in r.extra_test_metrics.items():
         typer.echo(f"{name}: macro-F1 {extra['macro_f1']:.4f}, accuracy {extra['accuracy']:.4f} (n={extra['n']})")
     typer.echo(f"model {r.model_uri} alias {r.alias}; run {r.run_id}; {r.seconds:.0f} s")
+
+
+@app.command("log-model")
+def log_model(
+    folder: Annotated[Path, typer.Argument(help="A trained model folder (default: models/topic).")] = Path(
+        "models/topic"
+    ),
+    register: Annotated[bool, typer.Option(help="Register the model in the MLflow registry.")] = True,
+) -> None:
+    """Log a model trained while the tracking store was away: its config, test metrics, the model, its alias."""
+    from pipeline.config import resolve_path
+    from pipeline.train import log_trained_model
+
+    r = log_trained_model(resolve_path(folder), register=register)
+    typer.echo(f"logged {folder}: test macro-F1 {r['macro_f1']:.4f} (n={r['n']}); run {r['run_id']}")
+    if r["alias"]:
+        typer.echo(f"registered {r['registered_model']} @{r['alias']}")
 
 
 @app.command()
@@ -284,11 +309,76 @@ def predict(
         render_table(results, cfg.task)
 
 
+@app.command()
+def runs(
+    task: Annotated[str | None, typer.Option(help="Only the runs of this task (topic, stance, ...).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The runs of every task, newest first: model, data digest, test macro-F1, duration, alias."""
+    from pipeline.runs import list_runs, render_runs
+
+    rows = list_runs(task, limit)
+    if as_json:
+        for row in rows:
+            _echo_json(row)
+    elif not rows:
+        typer.echo("no runs yet: `make train` makes some")
+    else:
+        render_runs(rows)
+
+
+@app.command()
+def promote(
+    task: Annotated[str, typer.Argument(help="The task: its config is configs/TASK.yaml.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="Compare only; never move the alias.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score challenger and champion on the same test split; promote the challenger only when it is
+    better beyond the bootstrap noise."""
+    from pipeline.config import default_config_path
+    from pipeline.runs import promote as run_promote
+
+    r = run_promote(_config(config or default_config_path(task), set_), dry_run=dry_run)
+    if as_json:
+        _echo_json(r)
+        return
+    low, high = r["difference_ci95"]
+    typer.echo(f"{r['model']} on its test split (n={r['n']}):")
+    typer.echo(f"  champion   v{r['champion_version']}: macro-F1 {r['champion_macro_f1']:.4f}")
+    typer.echo(f"  challenger v{r['challenger_version']}: macro-F1 {r['challenger_macro_f1']:.4f}")
+    typer.echo(f"  difference {r['difference']:+.4f}, 95% bootstrap interval [{low:+.4f}, {high:+.4f}]")
+    if r["promoted"]:
+        typer.echo(f"promoted: v{r['challenger_version']} is now the champion")
+    else:
+        reason = "dry run" if dry_run and low > 0 else "the interval includes 0 or lies below it"
+        typer.echo(f"not promoted ({reason}): v{r['champion_version']} stays the champion")
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing MLflow store raises: MLflow's own errors and requests' connection errors."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    return (MlflowException, RequestException)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
 def main() -> None:
     try:
         app()
     except PipelineError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except Exception as err:
+        if not isinstance(err, _store_errors()):
+            raise
+        typer.echo(f"error: the MLflow store failed: {_first_line(err)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

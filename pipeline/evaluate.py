@@ -15,83 +15,12 @@ import numpy as np
 
 from pipeline.config import Config, EvalSetConfig
 from pipeline.errors import PipelineError
+from pipeline.metrics import compute_metrics, log_metrics, log_mistakes
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from pipeline.modeling import TextClassifier
-
-
-FNC_LABELS = {"agree", "disagree", "discuss", "unrelated"}
-
-
-def fnc_relative_score(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> float:
-    """FNC-1's official score as a percentage of the best possible.
-
-    0.25 for getting related vs `unrelated` right; 0.75 more for the exact related class.
-    """
-    unrelated = labels.index("unrelated")
-    true_related, pred_related = y_true != unrelated, y_pred != unrelated
-    score = 0.25 * (true_related == pred_related).sum() + 0.75 * (true_related & (y_true == y_pred)).sum()
-    best = 0.25 * len(y_true) + 0.75 * true_related.sum()
-    return float(100.0 * score / best) if best else 0.0
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class table, confusion matrix; FNC-1's score when the labels are FNC-1's."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    y_pred = probs.argmax(axis=1)
-    index = list(range(len(labels)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=index, zero_division=0)
-    extra = {"fnc_score": fnc_relative_score(y_true, y_pred, labels)} if set(labels) == FNC_LABELS else {}
-    return {
-        "n": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=index, average="macro", zero_division=0)),
-        "per_class": {
-            label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, label in enumerate(labels)
-        },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=index).tolist(),
-        "labels": labels,
-        **extra,
-    }
-
-
-def confusion_figure(metrics: dict[str, Any], title: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    labels = metrics["labels"]
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
-    ConfusionMatrixDisplay(np.asarray(metrics["confusion_matrix"]), display_labels=labels).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
-    )
-    ax.set_title(f"{title} (n={metrics['n']}, macro-F1 {metrics['macro_f1']:.3f})")
-    fig.tight_layout()
-    return fig
-
-
-def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
-    """Metrics as `{prefix}_accuracy`, `{prefix}_macro_f1`, `{prefix}_f1_{label}`; JSON and image artifacts."""
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
-    if "fnc_score" in metrics:
-        flat[f"{prefix}_fnc_score"] = metrics["fnc_score"]
-    for label, row in metrics["per_class"].items():
-        for key in ("precision", "recall", "f1"):
-            flat[f"{prefix}_{key}_{label}"] = row[key]
-    mlflow.log_metrics(flat)
-    mlflow.log_dict(metrics, f"{prefix}/metrics.json")
-    fig = confusion_figure(metrics, prefix)
-    mlflow.log_figure(fig, f"{prefix}/confusion_matrix.png")
-    plt.close(fig)
 
 
 def log_dataset(df: pd.DataFrame, source: str, name: str, context: str) -> str:
@@ -123,6 +52,7 @@ class EvalData:
     source: str
     name: str
     pairs: list[str] | None = None
+    digest: str | None = None  # the prepared data's content digest, when the rows come from it
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:
@@ -190,8 +120,14 @@ def prepared_split_data(cfg: Config, split: str) -> EvalData:
     rows = dataset[split]
     names = rows.features["label"].names
     pairs = list(rows["pair"]) if "pair" in rows.column_names else None
-    source = card["source"]
-    return EvalData(list(rows["text"]), [names[i] for i in rows["label"]], source, f"{cfg.task}-{split}", pairs)
+    return EvalData(
+        list(rows["text"]),
+        [names[i] for i in rows["label"]],
+        card["source"],
+        f"{cfg.task}-{split}",
+        pairs,
+        card["content_digest"],
+    )
 
 
 def prepared_test_data(cfg: Config) -> EvalData:
@@ -268,5 +204,7 @@ def log_evaluation(cfg: Config, clf: TextClassifier, uri: str, data: EvalData) -
     metrics = compute_metrics(y, probs, clf.labels)
     mlflow.log_metric("test_seconds", time.perf_counter() - start)
     log_metrics(metrics, "test")
-    mlflow.set_tag("data_digest", digest)
-    return {**metrics, "model_uri": uri, "data_digest": digest, "data_name": data.name}
+    log_mistakes(data.texts, data.pairs, y, probs, clf.labels, "test")
+    # the prepared data's digest, the one the training runs carry, so runs on the same data match
+    mlflow.set_tag("data_digest", data.digest or digest)
+    return {**metrics, "model_uri": uri, "data_digest": data.digest or digest, "data_name": data.name}

@@ -60,11 +60,19 @@ with _no_type_hint_warnings():
 
 
 def log_classifier(folder: Path, labels: list[str], registered_name: str | None) -> Any:
-    """Log the model folder as a pyfunc model of the active run; returns MLflow's ModelInfo."""
+    """Log the model folder as a pyfunc model of the active run, with a signature and an input
+    example (a `pair` column too for pair tasks); returns MLflow's ModelInfo."""
+    import json
+
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from pipeline.modeling import MODEL_META
+
+    meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
+    if meta.get("pair_column") and not str(meta.get("kind", "")).startswith("zeroshot"):
+        example.insert(0, "pair", ["Company profits rise"])
     output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
     with _no_type_hint_warnings():
         return mlflow.pyfunc.log_model(
@@ -74,5 +82,6 @@ def log_classifier(folder: Path, labels: list[str], registered_name: str | None)
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=PIP_REQUIREMENTS,
             signature=infer_signature(example, output),
+            input_example=example,
             registered_model_name=registered_name,
         )

@@ -304,6 +304,7 @@ class Classifier:
     pooling: str = "cls"
     meta: dict[str, Any] = field(default_factory=dict)
     gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
+    temperature: float = 1.0  # window logits are divided by it (fitted on validation after training)
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows)
@@ -312,22 +313,33 @@ class Classifier:
         return logits, windows
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return self.predict_proba_at(texts, pairs, [self.temperature])[0]
+
+    def predict_proba_at(
+        self, texts: list[str], pairs: list[str] | None, temperatures: list[float]
+    ) -> list[np.ndarray]:
+        """Probabilities at each temperature, from one pass of the model."""
         if not texts:
-            return np.zeros((0, len(self.labels)))
+            return [np.zeros((0, len(self.labels))) for _ in temperatures]
         if self.gate is None:
             logits, windows = self.window_logits(texts, pairs)
-            return combine_windows(logits, windows.owner, len(texts), self.combine)
+            return [combine_windows(logits / t, windows.owner, len(texts), self.combine) for t in temperatures]
         if pairs is None:
             raise PipelineError("this two-stage model classifies pairs: give the pair column (claim or headline)")
         from pipeline.gate import combine_gate
 
         p_gate = self.gate.probability(pairs, texts)
         passed = np.flatnonzero(p_gate < self.gate.threshold)
-        model_probs = np.zeros((len(passed), len(self.labels)))
+        logits, windows = np.zeros((0, len(self.labels))), Windows([], [], [])
         if len(passed):
             logits, windows = self.window_logits([texts[i] for i in passed], [pairs[i] for i in passed])
-            model_probs = combine_windows(logits, windows.owner, len(passed), self.combine)
-        return combine_gate(p_gate, passed, model_probs, self.labels.index(self.gate.label))
+        gate_index = self.labels.index(self.gate.label)
+        return [
+            combine_gate(
+                p_gate, passed, combine_windows(logits / t, windows.owner, len(passed), self.combine), gate_index
+            )
+            for t in temperatures
+        ]
 
     def save(self, folder: Path, extra_meta: dict[str, Any] | None = None) -> None:
         self.model.save_pretrained(folder)
@@ -342,6 +354,7 @@ class Classifier:
             "combine": self.combine,
             "pooling": self.pooling,
             "gate_label": self.gate.label if self.gate else None,
+            "temperature": self.temperature,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -376,4 +389,5 @@ class Classifier:
             pooling=pooling,
             meta=meta,
             gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
+            temperature=float(meta.get("temperature", 1.0)),
         )

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Config, flatten, project_root
+from pipeline.config import PACKAGE_DIR, Config, flatten, project_root
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ def _import_mlflow() -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # a server that goes away fails a call in seconds, not after minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     import mlflow
 
     # MLflow's advice on pickled pyfunc models, type hints and dataset sources is noise for our users
@@ -50,9 +53,33 @@ def _import_mlflow() -> Any:
     return mlflow
 
 
+_server_checked: set[str] = set()
+
+
+def check_server() -> None:
+    """A tracking server that does not answer fails here at once, in one line, rather than after
+    MLflow's retries (minutes); a local store needs no check."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")) or uri in _server_checked:
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise PipelineError(
+            f"MLflow tracking server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI"
+        ) from None
+    _server_checked.add(uri)
+
+
 def use_experiment(name: str) -> str:
     """Select (creating if needed) the experiment; local stores keep artifacts in the project."""
     mlflow = _import_mlflow()
+    check_server()
     from mlflow.exceptions import MlflowException
 
     try:
@@ -68,15 +95,37 @@ def use_experiment(name: str) -> str:
     return str(exp_id)
 
 
+def git_commit() -> str | None:
+    """The commit of the code that runs, `+dirty` when it has uncommitted changes; None outside git."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def log_config(cfg: Config) -> None:
+    """The resolved config as params and as config.yaml, and the code's git commit, on the active run."""
     mlflow = _import_mlflow()
     params = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(cfg.to_dict()).items()}
     mlflow.log_params(params)
     mlflow.log_dict(cfg.to_dict(), "config.yaml")
+    commit = git_commit()
+    if commit:
+        mlflow.set_tags({"git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("+dirty")})
 
 
 def client() -> MlflowClient:
     _import_mlflow()
+    check_server()
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
@@ -111,6 +160,22 @@ def _model_folder(root: Path) -> Path:
     if not hits:
         raise PipelineError(f"no pipeline model inside {root}")
     return hits[0].parent
+
+
+class TolerantLog:
+    """Calls MLflow logging functions until one fails, then skips the rest: training goes on, and
+    the first error is kept to report once the model is safe on disk."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self.error is not None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:  # MlflowException, requests' connection errors: the store is what failed
+            self.error = err
 
 
 def resolve_model(ref: str) -> tuple[Path, str]:

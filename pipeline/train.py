@@ -7,6 +7,7 @@ alias `champion` (first, or better on validation than the champion) or `challeng
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -19,16 +20,12 @@ import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.evaluate import (
-    compute_metrics,
-    extra_test_data,
-    label_indices,
-    log_dataset,
-    log_metrics,
-    log_prepared_splits,
-)
+from pipeline.evaluate import extra_test_data, label_indices, log_dataset, log_prepared_splits
 from pipeline.gate import RelatednessGate, combine_gate
+from pipeline.io import write_json_atomic
+from pipeline.metrics import compute_metrics, fit_temperature, log_metrics, log_mistakes
 from pipeline.modeling import (
+    MODEL_META,
     Classifier,
     Windows,
     build_classifier,
@@ -235,7 +232,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     pad_id = int(tokenizer.pad_token_id or 0)
 
     tracking.use_experiment(cfg.mlflow.experiment)
-    with mlflow.start_run(run_name=f"train-{cfg.task}" + ("-pseudo-labels" if pseudo_labels else "")) as run:
+    run_name = f"train-{cfg.task}" + ("-pseudo-labels" if pseudo_labels else "")
+    with mlflow.start_run(run_name=run_name, log_system_metrics=True) as run:
         mlflow.set_tags(
             {
                 "stage": "train",
@@ -268,6 +266,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             )
 
         best_f1, best_epoch, bad_epochs, step = -1.0, 0, 0, 0
+        log = tracking.TolerantLog()  # a tracking server that goes away does not stop the training
         progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -306,13 +305,14 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                     losses.append(loss.item())
                     progress.update(bar, advance=1, epoch=epoch, loss=float(np.mean(losses[-20:])))
                     if step % 10 == 0:
-                        mlflow.log_metric("train_loss_step", float(np.mean(losses[-10:])), step=step)
+                        log(mlflow.log_metric, "train_loss_step", float(np.mean(losses[-10:])), step=step)
                 inner = accelerator.unwrap_model(model)
                 val_logits = window_logits(
                     inner, val_split.windows, pad_id, cfg.runtime.eval_batch_size, device, precision
                 )
                 val = compute_metrics(ys["validation"], val_split.probs(val_logits, m.combine, labels, gate), labels)
-                mlflow.log_metrics(
+                log(
+                    mlflow.log_metrics,
                     {
                         "train_loss": float(np.mean(losses)) if losses else float("nan"),
                         "val_macro_f1_epoch": val["macro_f1"],
@@ -364,17 +364,36 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                     break
 
         accelerator.wait_for_everyone()
+        if log.error is not None:  # the model is on disk; `pipeline log-model` logs it later
+            raise log.error
         if not accelerator.is_main_process:
             return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, {}, None, None, 0.0)
-        best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
         # every combination is scored on validation so the configured choice can be checked
         for how in ("mean_logits", "max_logits", "mean_probs", "first"):
             probs = val_split.probs(best_val_logits, how, labels, gate)
             mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(ys["validation"], probs, labels)["macro_f1"])
-        log_metrics(best_val, "val")
-        test = best.predict_proba(texts["test"], pairs["test"])
+
+        def val_probs_at(temperature: float) -> np.ndarray:
+            return val_split.probs(best_val_logits / temperature, m.combine, labels, gate)
+
+        # temperature scaling on validation, stored with the model and applied wherever it predicts
+        temperature = fit_temperature(val_probs_at, ys["validation"])
+        meta_path = model_dir / MODEL_META
+        write_json_atomic(meta_path, {**json.loads(meta_path.read_text(encoding="utf-8")), "temperature": temperature})
+        best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
+        log_metrics(compute_metrics(ys["validation"], val_probs_at(temperature), labels), "val")
+        test_uncalibrated, test = best.predict_proba_at(texts["test"], pairs["test"], [1.0, temperature])
         test_metrics = compute_metrics(ys["test"], test, labels)
+        test_metrics["ece_uncalibrated"] = compute_metrics(ys["test"], test_uncalibrated, labels)["ece"]
         log_metrics(test_metrics, "test")
+        log_mistakes(texts["test"], pairs["test"], ys["test"], test, labels, "test")
+        mlflow.log_metrics(
+            {
+                "temperature": temperature,
+                "val_ece_uncalibrated": best_val["ece"],
+                "test_ece_uncalibrated": test_metrics["ece_uncalibrated"],
+            }
+        )
         extra_metrics = {}
         for extra in extra_test_data(cfg):
             y_extra = label_indices(extra.labels, labels)
@@ -385,7 +404,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             else:  # every window combination is logged, so article-level settings can be chosen on a dev set
                 logits, windows = best.window_logits(extra.texts, extra.pairs)
                 for how in ("mean_logits", "max_logits", "mean_probs", "first"):
-                    probs = combine_windows(logits, windows.owner, len(extra.texts), how)
+                    probs = combine_windows(logits / best.temperature, windows.owner, len(extra.texts), how)
                     scored = compute_metrics(y_extra, probs, labels)
                     mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
                     if how == best.combine:
@@ -416,3 +435,37 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         alias,
         time.perf_counter() - started,
     )
+
+
+def log_trained_model(folder: Path, register: bool = True) -> dict[str, Any]:
+    """Log a model folder trained while the tracking store was away, as a new run: the config it was
+    trained with, its test metrics, the model, and its registry alias (by its validation macro-F1)."""
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.config import load_config
+    from pipeline.evaluate import log_evaluation, prepared_test_data
+    from pipeline.mlflow_model import log_classifier
+    from pipeline.modeling import load_model
+
+    meta_path, config_path = folder / MODEL_META, folder / "config.yaml"
+    if not meta_path.is_file() or not config_path.is_file():
+        raise PipelineError(f"{folder} is not a trained model folder (it needs {MODEL_META} and config.yaml)")
+    cfg = load_config(config_path)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    r = cfg.runtime
+    clf = load_model(folder, r.device, r.precision, r.eval_batch_size)
+    tracking.use_experiment(cfg.mlflow.experiment)
+    with mlflow.start_run(run_name=f"train-{cfg.task}-logged-later") as run:
+        mlflow.set_tags({"stage": "train", "task": cfg.task, "model": cfg.model.name, "logged_later": "true"})
+        tracking.log_config(cfg)
+        val_f1 = float(meta.get("val_macro_f1", float("nan")))
+        mlflow.log_metrics({"val_macro_f1": val_f1, "temperature": float(meta.get("temperature", 1.0))})
+        result = log_evaluation(cfg, clf, str(folder), prepared_test_data(cfg))
+        name = cfg.mlflow.registered_model
+        info = log_classifier(folder, clf.labels, name if register else None)
+        alias = None
+        if register and info.registered_model_version is not None:
+            alias = tracking.assign_alias(name, str(info.registered_model_version), val_f1)
+            mlflow.set_tag("registered", f"{name} v{info.registered_model_version} @{alias}")
+    return {**result, "run_id": run.info.run_id, "alias": alias, "registered_model": name if alias else None}

@@ -334,8 +334,9 @@ def run_zeroshot(
 
     from pipeline import tracking
     from pipeline.data import prepare
-    from pipeline.evaluate import compute_metrics, label_indices, log_evaluation, log_metrics, prepared_split_data
+    from pipeline.evaluate import label_indices, log_evaluation, prepared_split_data
     from pipeline.io import atomic_dir
+    from pipeline.metrics import compute_metrics, log_metrics
     from pipeline.mlflow_model import log_classifier
 
     started = time.perf_counter()
@@ -347,7 +348,7 @@ def run_zeroshot(
     clf = build_zeroshot(cfg, labels)
     label_indices(data.labels, clf.labels)  # unknown labels fail before a run is opened
     tracking.use_experiment(cfg.mlflow.experiment)
-    engine_model = zcfg.encoder if zcfg.engine == "embedding" else str(zcfg.nli_model)
+    engine_model = f"zero-shot {zcfg.engine} ({zcfg.encoder if zcfg.engine == 'embedding' else zcfg.nli_model})"
     with mlflow.start_run(run_name=f"zeroshot-{data.name}") as run:
         mlflow.set_tags({"stage": "zeroshot", "task": cfg.task, "model": engine_model, "engine": zcfg.engine})
         tracking.log_config(cfg)

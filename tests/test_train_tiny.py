@@ -165,3 +165,51 @@ def test_pair_column_reaches_every_stage(home, tiny_model_dir):
     article = Article("a", "match goal team", {"title": "sport news 1"})
     [out] = predict([article], None, cfg.task, cfg.mlflow.registered_model, "cpu", "fp32")
     assert out["topic"]["label"] in {"business", "sport", "tech"}
+
+
+def test_training_calibrates_and_logs_probability_metrics(trained):
+    import json
+
+    import mlflow
+
+    _, result = trained
+    run = mlflow.get_run(result.run_id)
+    metrics = run.data.metrics
+    for key in ("temperature", "test_ece", "test_ece_uncalibrated", "test_log_loss", "test_weighted_f1"):
+        assert key in metrics
+    assert metrics["test_macro_f1_ci_low"] <= metrics["test_macro_f1"] <= metrics["test_macro_f1_ci_high"]
+    meta = json.loads((result.model_dir / "pipeline.json").read_text())
+    assert meta["temperature"] == pytest.approx(metrics["temperature"])
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "test")}
+    for name in ("reliability_diagram.png", "confusion_matrix_normalized.png", "mistakes.json", "per_class.json"):
+        assert f"test/{name}" in artifacts
+    assert run.data.tags.get("git_commit")
+
+
+def test_runs_lists_newest_first_with_alias(trained, home):
+    _, result = trained
+    out = run_cli(home, "runs", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    [row] = [r for r in rows if r["run_id"] == result.run_id]
+    assert row["alias"] == "topic v1 @champion" and row["test_macro_f1"] == pytest.approx(
+        result.test_metrics["macro_f1"]
+    )
+    assert rows == sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def test_promote_moves_champion_only_beyond_the_noise(trained, home):
+    cfg, _ = trained
+    weak = train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1})}), show_progress=False)
+    assert weak.alias == "challenger"
+    config = str(home / "config.yaml")
+    kept = run_cli(home, "promote", "topic", "-c", config, "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["promoted"] is False
+    c = tracking.client()
+    # the weak model as champion, the good one as challenger: now the challenger wins
+    c.set_registered_model_alias("topic", "champion", "2")
+    c.set_registered_model_alias("topic", "challenger", "1")
+    moved = json.loads(run_cli(home, "promote", "topic", "-c", config, "--json").stdout)
+    assert moved["promoted"] is True and moved["difference_ci95"][0] > 0
+    assert c.get_model_version_by_alias("topic", "champion").version == "1"
