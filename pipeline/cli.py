@@ -176,8 +176,7 @@ def evaluate(
     for eval_data in sets:
         r = run_evaluate(cfg, model, eval_data)
         if as_json:
-            keys = ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id")
-            _echo_json({k: r[k] for k in keys if k in r} | ({"data": r["data_name"]} if len(sets) > 1 else {}))
+            _echo_json(_evaluation_json(r) | ({"data": r["data_name"]} if len(sets) > 1 else {}))
             continue
         _print_evaluation(r, r["model_uri"])
         typer.echo(f"run {r['run_id']}")
@@ -217,7 +216,7 @@ def zeroshot(
     label_list = labels.split(",") if labels is not None else None
     r = run_zeroshot(cfg, eval_data, label_list, register=register)
     if as_json:
-        _echo_json({k: r[k] for k in ("n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id") if k in r})
+        _echo_json(_evaluation_json(r))
         return
     _print_evaluation(r, f"zero-shot ({cfg.zeroshot.engine if cfg.zeroshot else ''})")
     if r["val_macro_f1"] is not None:
@@ -231,6 +230,15 @@ def _default_zeroshot_config() -> Path:
     from pipeline.config import default_config_path
 
     return default_config_path("zeroshot_topic")
+
+
+def _evaluation_json(r: dict[str, Any]) -> dict[str, Any]:
+    """The documented `--json` object of evaluate and zeroshot; the full metrics are in the MLflow run."""
+    per_class = {
+        label: {k: row[k] for k in ("precision", "recall", "f1", "support")} for label, row in r["per_class"].items()
+    }
+    keys = ("n", "accuracy", "macro_f1", "fnc_score", "run_id")
+    return {k: r[k] for k in keys if k in r} | {"per_class": per_class}
 
 
 def _print_evaluation(r: dict[str, Any], model: str) -> None:
