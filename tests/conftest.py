@@ -69,6 +69,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated project home: its own MLflow store, prepared data and model folders."""
     monkeypatch.setenv("PIPELINE_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import mlflow
+
+    # an earlier test's in-process URI must not leak into this one's direct mlflow calls
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     return tmp_path
 

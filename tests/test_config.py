@@ -13,13 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_loads_and_holds_every_section():
     cfg = load_config(ROOT / "configs" / "topic.yaml")
     assert cfg.task == "topic"
-    assert set(cfg.to_dict()) == {"task", "data", "model", "train", "runtime", "baseline", "mlflow", "profiles"}
+    assert set(cfg.to_dict()) == {
+        "task",
+        "data",
+        "model",
+        "train",
+        "runtime",
+        "baseline",
+        "mlflow",
+        "zeroshot",
+        "profiles",
+    }
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_and_profile_loads(path):
     cfg = load_config(path)
-    assert cfg.task == path.stem
+    assert cfg.task == path.stem.removeprefix("zeroshot_")
     for name in cfg.profiles:
         load_config(path, profile=name)
 
