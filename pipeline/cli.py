@@ -365,6 +365,34 @@ def promote(
         typer.echo(f"not promoted ({reason}): v{r['champion_version']} stays the champion")
 
 
+@app.command()
+def bench(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N test articles.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict speed against the plain transformers pipeline (batch 1 and 16), side by side in one process."""
+    from pipeline.bench import bench_predict
+
+    r = bench_predict(_config(config, set_, profile), model, limit)
+    if as_json:
+        keys = ("baseline_bs1_articles_per_s", "baseline_bs16_articles_per_s", "articles_per_s")
+        _echo_json({k: r[k] for k in (*keys, "speedup_vs_bs1", "speedup_vs_bs16", "macro_f1")})
+        return
+    typer.echo(f"{r['model_uri']} on {r['n']} test articles, {r['device']}:")
+    for m in r["runs"]:
+        typer.echo(
+            f"  {m.name:<40} {m.articles_per_s:7.1f} articles/s {m.tokens_per_s:9.0f} tokens/s "
+            f"peak {m.peak_rss_mb:6.0f} MB  macro-F1 {m.macro_f1:.4f}"
+        )
+    typer.echo(f"  speed-up: {r['speedup_vs_bs1']:.2f}x batch 1, {r['speedup_vs_bs16']:.2f}x batch 16")
+
+
 def _store_errors() -> tuple[type[BaseException], ...]:
     """What a failing MLflow store raises: MLflow's own errors and requests' connection errors."""
     from mlflow.exceptions import MlflowException

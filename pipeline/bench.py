@@ -1,0 +1,137 @@
+"""Benchmark stage: our predict path against the plain transformers pipeline, side by side in one process.
+
+On the task's prepared test articles, with the same fine-tuned model:
+(a) `transformers.pipeline("text-classification")`, batch size 1, truncated at the model's window:
+    what a user writes first; (b) the same with batch size 16; (c) our predict path (length-sorted
+    dynamic-padded batches of every window, inference mode, bf16 where the CPU has AMX).
+Each gives articles/s, tokens/s (tokens the model actually read), peak resident memory while it
+ran, and macro-F1; then the ratios c/a and c/b.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+
+
+@dataclass
+class Measured:
+    name: str
+    articles_per_s: float
+    tokens_per_s: float
+    peak_rss_mb: float
+    macro_f1: float
+    seconds: float
+
+
+@contextmanager
+def peak_rss() -> Any:
+    """Samples this process's resident memory every 20 ms; yields a dict whose `mb` is the peak."""
+    import psutil
+
+    process, peak, stop = psutil.Process(), {"mb": 0.0}, threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak["mb"] = max(peak["mb"], process.memory_info().rss / 2**20)
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(name: str, run: Callable[[], tuple[np.ndarray, int]], y: np.ndarray, labels: list[str]) -> Measured:
+    """Time `run()` (which returns class probabilities and the number of tokens read)."""
+    from pipeline.metrics import compute_metrics
+
+    with peak_rss() as peak:
+        start = time.perf_counter()
+        probs, tokens = run()
+        seconds = time.perf_counter() - start
+    return Measured(
+        name,
+        len(y) / seconds,
+        tokens / seconds,
+        peak["mb"],
+        compute_metrics(y, probs, labels)["macro_f1"],
+        seconds,
+    )
+
+
+def bench_predict(cfg: Config, model_ref: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """(a), (b) and (c) on the prepared test split (its first `limit` articles)."""
+    from pipeline import tracking
+    from pipeline.evaluate import label_indices, prepared_test_data
+    from pipeline.modeling import Classifier, _quiet_transformers, pick_device, set_threads
+
+    set_threads(cfg.runtime.threads)
+    data = prepared_test_data(cfg)
+    texts, pairs = data.texts[:limit], data.pairs[:limit] if data.pairs is not None else None
+    folder, uri = tracking.resolve_model(model_ref or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}")
+    clf = Classifier.load(folder, cfg.runtime.device, cfg.runtime.precision, cfg.runtime.eval_batch_size)
+    labels = clf.labels
+    y = label_indices(data.labels[: len(texts)], labels)
+
+    _quiet_transformers()
+    from transformers import pipeline
+
+    device = pick_device(cfg.runtime.device)
+    classify = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=device)
+    inputs: list[Any] = (
+        [{"text": p, "text_pair": t} for p, t in zip(pairs, texts, strict=True)] if pairs is not None else texts
+    )
+    truncated_tokens = sum(
+        len(ids)
+        for ids in clf.tokenizer(*((pairs, texts) if pairs else (texts,)), truncation=True, max_length=clf.max_length)[
+            "input_ids"
+        ]
+    )
+
+    def plain(batch_size: int) -> Callable[[], tuple[np.ndarray, int]]:
+        def run() -> tuple[np.ndarray, int]:
+            out = classify(inputs, batch_size=batch_size, truncation=True, max_length=clf.max_length, top_k=None)
+            probs = np.zeros((len(inputs), len(labels)))
+            for row, scores in enumerate(out):
+                for scored in scores:  # top_k=None: every label with its score
+                    probs[row, labels.index(scored["label"])] = scored["score"]  # type: ignore[index]
+            return probs, truncated_tokens
+
+        return run
+
+    def ours() -> tuple[np.ndarray, int]:
+        from pipeline.modeling import encode_windows
+
+        windows = encode_windows(clf.tokenizer, texts, pairs, clf.max_length, clf.stride, clf.max_windows)
+        return clf.predict_proba(texts, pairs), sum(len(ids) for ids in windows.input_ids)
+
+    # a warm-up call each, so that first-call costs are not counted against either side
+    classify(inputs[:2], batch_size=2, truncation=True, max_length=clf.max_length)
+    clf.predict_proba(texts[:2], pairs[:2] if pairs else None)
+    a = measure("transformers pipeline, batch 1", plain(1), y, labels)
+    b = measure("transformers pipeline, batch 16", plain(16), y, labels)
+    c = measure(f"pipeline predict ({clf.precision}, {clf.max_windows} windows)", ours, y, labels)
+    return {
+        "model_uri": uri,
+        "n": len(texts),
+        "device": str(device),
+        "runs": [a, b, c],
+        "baseline_bs1_articles_per_s": a.articles_per_s,
+        "baseline_bs16_articles_per_s": b.articles_per_s,
+        "articles_per_s": c.articles_per_s,
+        "speedup_vs_bs1": c.articles_per_s / a.articles_per_s,
+        "speedup_vs_bs16": c.articles_per_s / b.articles_per_s,
+        "macro_f1": {"baseline_bs1": a.macro_f1, "baseline_bs16": b.macro_f1, "ours": c.macro_f1},
+    }
