@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install train train-topic train-stance train-target-stance zeroshot selftrain evaluate predict test test-fast lint format ui clean
+.PHONY: install train train-topic train-stance train-target-stance zeroshot selftrain evaluate predict bench test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ evaluate: install
 
 predict: install
 	$(BIN)/pipeline predict seeds/000_6abd9dfd733c7055.txt
+
+# predict speed against transformers.pipeline (batch 1 and 16) on the topic test split, one process
+bench: install
+	$(BIN)/pipeline bench
 
 test: install
 	$(BIN)/pytest -q

@@ -213,3 +213,15 @@ def test_promote_moves_champion_only_beyond_the_noise(trained, home):
     moved = json.loads(run_cli(home, "promote", "topic", "-c", config, "--json").stdout)
     assert moved["promoted"] is True and moved["difference_ci95"][0] > 0
     assert str(c.get_model_version_by_alias("topic", "champion").version) == "1"
+
+
+def test_bench_measures_both_paths_side_by_side(trained):
+    from pipeline.bench import bench_predict
+
+    cfg, _ = trained
+    r = bench_predict(cfg, None, limit=8)
+    assert r["n"] == 8 and [m.name.split(",")[0] for m in r["runs"][:2]] == ["transformers pipeline"] * 2
+    assert r["speedup_vs_bs1"] == pytest.approx(r["articles_per_s"] / r["baseline_bs1_articles_per_s"])
+    assert all(m.articles_per_s > 0 and m.peak_rss_mb > 0 and 0 <= m.macro_f1 <= 1 for m in r["runs"])
+    # the same model read the same articles: labels agree where no window beyond the first counts
+    assert r["macro_f1"]["baseline_bs1"] == pytest.approx(r["macro_f1"]["baseline_bs16"])
