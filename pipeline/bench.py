@@ -111,23 +111,43 @@ def bench_predict(cfg: Config, model_ref: str | None = None, limit: int | None =
 
         return run
 
-    def ours() -> tuple[np.ndarray, int]:
-        from pipeline.modeling import encode_windows
+    from pipeline.modeling import encode_windows, load_model
 
-        windows = encode_windows(clf.tokenizer, texts, pairs, clf.max_length, clf.stride, clf.max_windows)
-        return clf.predict_proba(texts, pairs), sum(len(ids) for ids in windows.input_ids)
+    window_tokens = sum(
+        len(ids)
+        for ids in encode_windows(clf.tokenizer, texts, pairs, clf.max_length, clf.stride, clf.max_windows).input_ids
+    )
+    # what `pipeline predict` runs: the ONNX export when the folder has one, else PyTorch
+    fast = load_model(
+        folder, cfg.runtime.device, cfg.runtime.precision, cfg.runtime.eval_batch_size, cfg.runtime.threads
+    )
+
+    def ours() -> tuple[np.ndarray, int]:
+        return fast.predict_proba(texts, pairs), window_tokens
+
+    def torch_path() -> tuple[np.ndarray, int]:
+        return clf.predict_proba(texts, pairs), window_tokens
 
     # a warm-up call each, so that first-call costs are not counted against either side
     classify(inputs[:2], batch_size=2, truncation=True, max_length=clf.max_length)
     clf.predict_proba(texts[:2], pairs[:2] if pairs else None)
+    fast.predict_proba(texts[:2], pairs[:2] if pairs else None)
     a = measure("transformers pipeline, batch 1", plain(1), y, labels)
     b = measure("transformers pipeline, batch 16", plain(16), y, labels)
-    c = measure(f"pipeline predict ({clf.precision}, {clf.max_windows} windows)", ours, y, labels)
+    backend = f"onnx {fast.meta['onnx']}" if fast is not clf and fast.meta.get("onnx") else f"torch {clf.precision}"
+    c = measure(f"pipeline predict ({backend}, ≤{clf.max_windows} windows)", ours, y, labels)
+    runs = [a, b, c]
+    if fast.meta.get("onnx"):  # the PyTorch path too, for the record
+        runs.append(
+            measure(f"pipeline predict (torch {clf.precision}, ≤{clf.max_windows} windows)", torch_path, y, labels)
+        )
+    agreement = float((fast.predict_proba(texts, pairs).argmax(1) == clf.predict_proba(texts, pairs).argmax(1)).mean())
     return {
         "model_uri": uri,
         "n": len(texts),
         "device": str(device),
-        "runs": [a, b, c],
+        "runs": runs,
+        "label_agreement_with_torch": agreement,
         "baseline_bs1_articles_per_s": a.articles_per_s,
         "baseline_bs16_articles_per_s": b.articles_per_s,
         "articles_per_s": c.articles_per_s,

@@ -366,6 +366,35 @@ def promote(
 
 
 @app.command()
+def export(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
+    ] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also quantise the weights to int8 and use that.")] = False,
+) -> None:
+    """Store an ONNX copy of a model in its folder; predict and evaluate then run it without torch."""
+    from pipeline import tracking
+    from pipeline.evaluate import prepared_split_data
+    from pipeline.export import export_onnx
+
+    if not onnx:
+        raise PipelineError("say which format: --onnx (with --int8 for int8 weights)")
+    cfg = _config(config, set_, profile)
+    folder, uri = tracking.resolve_model(model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}")
+    check = prepared_split_data(cfg, "validation")
+    n = min(len(check.texts), 500)
+    r = export_onnx(folder, int8, check.texts[:n], check.pairs[:n] if check.pairs is not None else None)
+    typer.echo(
+        f"{uri}: {r['onnx']} written to {r['folder']}; same label as PyTorch on {r['agreement']:.1%} "
+        f"of {n} validation texts (largest probability difference {r['max_prob_diff']:.4f})"
+    )
+
+
+@app.command()
 def bench(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -391,6 +420,9 @@ def bench(
             f"peak {m.peak_rss_mb:6.0f} MB  macro-F1 {m.macro_f1:.4f}"
         )
     typer.echo(f"  speed-up: {r['speedup_vs_bs1']:.2f}x batch 1, {r['speedup_vs_bs16']:.2f}x batch 16")
+    typer.echo(
+        f"  our predict path gives the PyTorch model's label on {r['label_agreement_with_torch']:.1%} of articles"
+    )
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:

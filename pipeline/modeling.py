@@ -274,12 +274,27 @@ class TextClassifier(Protocol):
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray: ...
 
 
-def load_model(folder: Path, device: str = "auto", precision: str = "auto", batch_size: int = 32) -> TextClassifier:
-    """A saved model folder, fine-tuned or zero-shot, told apart by its pipeline.json `kind`."""
+def _gpu_present() -> bool:
+    """An NVIDIA driver is loaded (checked without importing torch, which costs seconds)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def load_model(
+    folder: Path, device: str = "auto", precision: str = "auto", batch_size: int = 32, threads: int = 0
+) -> TextClassifier:
+    """A saved model folder, fine-tuned or zero-shot, told apart by its pipeline.json `kind`. A
+    fine-tuned model with an ONNX export runs on ONNX Runtime on a CPU (no torch import)."""
     meta_path = folder / MODEL_META
     if not meta_path.is_file():
         raise PipelineError(f"{folder} is not a pipeline model folder (no {MODEL_META})")
-    kind = json.loads(meta_path.read_text(encoding="utf-8")).get("kind", "finetuned")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    kind = meta.get("kind", "finetuned")
+    on_cpu = device == "cpu" or (device == "auto" and not _gpu_present())
+    if meta.get("onnx") and on_cpu and not meta.get("gate_label"):
+        from pipeline.onnx_model import OnnxClassifier
+
+        return OnnxClassifier.load(folder, threads, batch_size)
+    set_threads(threads)
     if str(kind).startswith("zeroshot"):
         from pipeline.zeroshot import load_zeroshot
 

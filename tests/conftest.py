@@ -148,3 +148,24 @@ def make_stance_config(home: Path, model: str | Path, n_stories: int = 30, **cha
         epochs=1, batch_size=8, output_dir=str(home / "model-stance"), max_steps=None, max_examples=None
     )
     return write_test_config(raw, changes, home / "stance.yaml")
+
+
+@pytest.fixture()
+def trained(home, tiny_model_dir):
+    """A tiny BERT trained on keyword-separable synthetic news, registered as topic v1 champion."""
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    src = write_csv(home / "news.csv", synthetic_rows(30))
+    cfg = load_config(
+        make_config(
+            home,
+            tiny_model_dir,
+            src,
+            train__epochs=6,
+            train__learning_rate=2e-2,
+            train__warmup_ratio=0.0,
+            train__early_stopping_patience=2,
+        )
+    )
+    return cfg, train(cfg, show_progress=False)

@@ -17,23 +17,6 @@ from pipeline.predict import Article, predict
 from pipeline.train import length_grouped_batches, train
 
 
-@pytest.fixture()
-def trained(home, tiny_model_dir):
-    src = write_csv(home / "news.csv", synthetic_rows(30))
-    cfg = load_config(
-        make_config(
-            home,
-            tiny_model_dir,
-            src,
-            train__epochs=6,
-            train__learning_rate=2e-2,
-            train__warmup_ratio=0.0,
-            train__early_stopping_patience=2,
-        )
-    )
-    return cfg, train(cfg, show_progress=False)
-
-
 def test_length_grouped_batches_cover_every_example_once():
     import random
 

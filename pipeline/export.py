@@ -1,0 +1,93 @@
+"""Stage 7, export: an ONNX copy (optionally dynamic int8) of a fine-tuned model, kept in its model folder.
+
+`predict` and `evaluate` then run it with ONNX Runtime and the `tokenizers` library, without
+importing torch or transformers. The export is checked on the task's validation articles: the
+labels must match the PyTorch model on at least `MIN_AGREEMENT` of them, else nothing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+ONNX_FP32, ONNX_INT8 = "model.onnx", "model.int8.onnx"
+MIN_AGREEMENT = 0.99
+OPSET = 17
+
+
+def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: list[str] | None) -> dict[str, Any]:
+    """Write model.onnx (and model.int8.onnx) into `folder`; record it in pipeline.json when the
+    exported model agrees with the PyTorch one on the check texts. Returns the agreement figures."""
+    import torch
+
+    from pipeline.modeling import MODEL_META, Classifier
+
+    clf = Classifier.load(folder, "cpu", "fp32")
+    if clf.gate is not None:
+        raise PipelineError("two-stage (gated) models cannot be exported yet: their gate is not in the graph")
+    model = clf.model.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.logits
+
+    dummy = (
+        torch.ones((2, 16), dtype=torch.long),
+        torch.ones((2, 16), dtype=torch.long),
+        torch.zeros((2, 16), dtype=torch.long),
+    )
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+    try:
+        torch.onnx.export(
+            Logits(),
+            dummy,
+            str(tmp / ONNX_FP32),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        chosen = ONNX_FP32
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(tmp / ONNX_FP32), str(tmp / ONNX_INT8), weight_type=QuantType.QInt8)
+            chosen = ONNX_INT8
+        reference = clf.predict_proba(check_texts, check_pairs)
+        from pipeline.onnx_model import OnnxClassifier
+
+        candidate = OnnxClassifier.load(folder, onnx_file=tmp / chosen).predict_proba(check_texts, check_pairs)
+        agreement = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+        max_diff = float(np.abs(reference - candidate).max()) if len(reference) else 0.0
+        if agreement < MIN_AGREEMENT:
+            raise PipelineError(
+                f"the ONNX model agrees with PyTorch on only {agreement:.1%} of {len(check_texts)} "
+                f"validation texts (needs {MIN_AGREEMENT:.0%}); nothing was kept"
+            )
+        for name in os.listdir(tmp):
+            os.replace(tmp / name, folder / name)
+    finally:
+        for leftover in tmp.glob("*"):
+            leftover.unlink()
+        tmp.rmdir()
+    meta_path = folder / MODEL_META
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["onnx"] = chosen
+    from pipeline.io import write_json_atomic
+
+    write_json_atomic(meta_path, meta)
+    return {"folder": str(folder), "onnx": chosen, "agreement": agreement, "max_prob_diff": max_diff}
