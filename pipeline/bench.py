@@ -155,3 +155,60 @@ def bench_predict(cfg: Config, model_ref: str | None = None, limit: int | None =
         "speedup_vs_bs16": c.articles_per_s / b.articles_per_s,
         "macro_f1": {"baseline_bs1": a.macro_f1, "baseline_bs16": b.macro_f1, "ours": c.macro_f1},
     }
+
+
+def bench_train(cfg: Config, steps: int) -> dict[str, Any]:
+    """Optimizer steps per second of our training loop and of a `transformers.Trainer` with default
+    arguments, on the same training windows, the same model and the same batch size."""
+    import tempfile
+    from pathlib import Path
+
+    from datasets import Dataset, load_from_disk
+    from transformers import Trainer, TrainingArguments
+
+    from pipeline.data import prepare
+    from pipeline.modeling import build_classifier, load_tokenizer, pick_device, set_threads
+    from pipeline.train import train, training_windows
+
+    tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    ours_cfg = cfg.model_copy(deep=True)
+    ours_cfg.train.max_steps, ours_cfg.train.output_dir = steps, str(tmp / "ours")
+    ours_cfg.data.extra_tests, ours_cfg.mlflow.experiment = [], f"{cfg.mlflow.experiment}-bench"
+    ours = train(ours_cfg, register=False, show_progress=False)
+
+    prepared = prepare(cfg)
+    split = load_from_disk(str(prepared.path))["train"]
+    labels: list[str] = prepared.card["labels"]
+    tokenizer = load_tokenizer(cfg.model.name)
+    pairs = list(split["pair"]) if "pair" in split.column_names else None
+    windows, y = training_windows(cfg, tokenizer, list(split["text"]), pairs, np.asarray(split["label"]))
+    data = Dataset.from_dict(
+        {"input_ids": windows.input_ids, "token_type_ids": windows.token_type_ids, "labels": y.tolist()}
+    )
+    set_threads(cfg.runtime.threads)
+    model = build_classifier(cfg.model.name, labels, cfg.model.attention_dropout, "cls")
+    args = TrainingArguments(  # defaults, but for what makes the two runs the same work
+        output_dir=str(tmp / "trainer"),
+        per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=cfg.train.learning_rate,
+        max_steps=steps,
+        seed=cfg.train.seed,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=pick_device(cfg.runtime.device).type == "cpu",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    trainer_rate = steps / (time.perf_counter() - start)
+    return {
+        "steps": steps,
+        "batch_size": cfg.train.batch_size,
+        "windows": len(windows),
+        "ours_steps_per_s": ours.steps_per_second,
+        "trainer_steps_per_s": trainer_rate,
+        "speedup": ours.steps_per_second / trainer_rate,
+        "trainer_optim": str(args.optim),
+        "trainer_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+    }

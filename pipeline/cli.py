@@ -403,11 +403,28 @@ def bench(
         str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N test articles.")] = None,
+    train: Annotated[
+        bool, typer.Option("--train", help="Training step rate against a default transformers.Trainer instead.")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Optimizer steps each side runs with --train.")] = 30,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict speed against the plain transformers pipeline (batch 1 and 16), side by side in one process."""
-    from pipeline.bench import bench_predict
+    from pipeline.bench import bench_predict, bench_train
 
+    if train:
+        t = bench_train(_config(config, set_, profile), steps)
+        if as_json:
+            _echo_json(t)
+            return
+        typer.echo(f"{t['steps']} steps of {t['batch_size']} windows, the same {t['windows']} training windows:")
+        typer.echo(
+            f"  transformers.Trainer (defaults: {t['trainer_optim']}, {t['trainer_precision']}) "
+            f"{t['trainer_steps_per_s']:.3f} steps/s"
+        )
+        typer.echo(f"  pipeline train                                  {t['ours_steps_per_s']:.3f} steps/s")
+        typer.echo(f"  speed-up: {t['speedup']:.2f}x")
+        return
     r = bench_predict(_config(config, set_, profile), model, limit)
     if as_json:
         keys = ("baseline_bs1_articles_per_s", "baseline_bs16_articles_per_s", "articles_per_s")

@@ -51,6 +51,7 @@ def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: l
     names = ["input_ids", "attention_mask", "token_type_ids"]
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
     try:
+        _quiet_export()
         torch.onnx.export(
             Logits(),
             dummy,
@@ -91,3 +92,20 @@ def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: l
 
     write_json_atomic(meta_path, meta)
     return {"folder": str(folder), "onnx": chosen, "agreement": agreement, "max_prob_diff": max_diff}
+
+
+def _quiet_export() -> None:
+    """The tracer's warnings about Python branches on shapes, and the quantiser's advice, are not
+    the user's concern: the agreement check below is what says whether the export is right."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers)\..*")
+    warnings.filterwarnings("ignore", message=r".*TracerWarning.*")
+    try:
+        from torch.jit import TracerWarning
+
+        warnings.filterwarnings("ignore", category=TracerWarning)
+    except ImportError:
+        pass
+    logging.getLogger().setLevel(logging.ERROR)

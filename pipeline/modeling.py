@@ -107,22 +107,25 @@ def pick_device(spec: str) -> torch.device:
     return device
 
 
-def _cpu_has_amx() -> bool:
+def _cpu_has_bf16() -> bool:
+    """bf16 matrix instructions: AMX (Intel) or AVX-512 BF16 (AMD Zen 4 and others). On such CPUs
+    bf16 autocast about doubled MiniLM's inference speed here, with the same labels."""
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def pick_precision(spec: str, device: torch.device) -> str:
-    """bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AMX), else fp32."""
+    """bf16 where the hardware runs it fast (CUDA with bf16, CPUs with bf16 instructions), else fp32."""
     if spec != "auto":
         return spec
     import torch
 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and _cpu_has_amx():
+    if device.type == "cpu" and _cpu_has_bf16():
         return "bf16"
     return "fp32"
 
@@ -200,6 +203,26 @@ def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict
     return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
 
+# tokens per inference batch on a CPU: 4 windows of 512 ran 1.2-1.3x faster than 32 (cache-sized work)
+CPU_BATCH_TOKENS = 2048
+
+
+def length_batches(lengths: list[int], batch_size: int, max_tokens: int | None = CPU_BATCH_TOKENS) -> list[list[int]]:
+    """Indices in batches of similar length, longest first: at most `batch_size` rows and, when
+    `max_tokens` is set, at most that many padded tokens (always at least one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            current = batches[-1]
+            width = lengths[current[0]]  # the first row of a batch is its longest
+            if len(current) < batch_size and (max_tokens is None or width * (len(current) + 1) <= max_tokens):
+                current.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
 def run_windows(
     forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     windows: Windows,
@@ -213,10 +236,9 @@ def run_windows(
     import torch
 
     out = np.zeros((len(windows), width), dtype=np.float32)
-    order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]), reverse=True)
     with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        max_tokens = CPU_BATCH_TOKENS if device.type == "cpu" else None
+        for idx in length_batches([len(x) for x in windows.input_ids], batch_size, max_tokens):
             batch = pad_batch([windows.input_ids[i] for i in idx], [windows.token_type_ids[i] for i in idx], pad_id)
             out[idx] = forward({k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out

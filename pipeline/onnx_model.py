@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.modeling import MODEL_META, Windows, combine_windows
+from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches
 
 
 @dataclass
@@ -89,9 +89,7 @@ class OnnxClassifier:
             raise PipelineError("two-stage (gated) models have no ONNX path yet")
         windows = self.windows(texts, pairs)
         logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in length_batches([len(x) for x in windows.input_ids], self.batch_size):
             width = max(len(windows.input_ids[i]) for i in idx)
             input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             token_type_ids = np.zeros((len(idx), width), dtype=np.int64)

@@ -208,3 +208,12 @@ def test_bench_measures_both_paths_side_by_side(trained):
     assert all(m.articles_per_s > 0 and m.peak_rss_mb > 0 and 0 <= m.macro_f1 <= 1 for m in r["runs"])
     # the same model read the same articles: labels agree where no window beyond the first counts
     assert r["macro_f1"]["baseline_bs1"] == pytest.approx(r["macro_f1"]["baseline_bs16"])
+
+
+def test_bench_train_compares_step_rates_on_the_same_windows(trained):
+    from pipeline.bench import bench_train
+
+    cfg, _ = trained
+    r = bench_train(cfg, steps=2)
+    assert r["steps"] == 2 and r["ours_steps_per_s"] > 0 and r["trainer_steps_per_s"] > 0
+    assert r["speedup"] == pytest.approx(r["ours_steps_per_s"] / r["trainer_steps_per_s"])

@@ -77,3 +77,17 @@ def test_combinations_are_distributions_and_use_their_windows():
     np.testing.assert_allclose(
         combine_windows(logits, owner, 3, "mean_probs")[0], softmax(logits[:3]).mean(axis=0), rtol=1e-6
     )
+
+
+def test_length_batches_cover_every_window_once_within_both_limits():
+    import random
+
+    from pipeline.modeling import length_batches
+
+    lengths = [random.Random(i).randint(3, 512) for i in range(200)]
+    batches = length_batches(lengths, 32, 2048)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        assert len(b) <= 32 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 2048)
+        assert lengths[b[0]] == max(lengths[i] for i in b)
+    assert max(len(b) for b in length_batches([10] * 100, 32, None)) == 32
