@@ -29,6 +29,15 @@ ProfileOpt = Annotated[
     str | None, typer.Option("--profile", help="A named set of overrides from the config's `profiles` section.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ModelOpt = Annotated[
+    str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
+]
+DataOpt = Annotated[
+    Path | None, typer.Option(help="Labelled csv/jsonl/parquet file (default: the prepared test split).")
+]
+TextColumnOpt = Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")]
+LabelColumnOpt = Annotated[str, typer.Option(help="Gold label column.")]
+LabelMapOpt = Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")]
 
 
 def _config(config: Path | None, overrides: list[str] | None, profile: str | None = None) -> Any:
@@ -132,15 +141,11 @@ def evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
-    model: Annotated[
-        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Labelled csv/jsonl/parquet file (default: the prepared test split).")
-    ] = None,
-    text_column: Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")] = "text",
-    label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
-    label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    text_column: TextColumnOpt = "text",
+    label_column: LabelColumnOpt = "label",
+    label_map: LabelMapOpt = None,
     pair_column: Annotated[str | None, typer.Option(help="Claim/target column: the first segment of a pair.")] = None,
     on: Annotated[str | None, typer.Option("--on", help="One of the config's data.extra_tests, by name.")] = None,
     unseen_targets: Annotated[
@@ -192,12 +197,10 @@ def zeroshot(
     labels: Annotated[
         str | None, typer.Option(help="Labels to choose from, comma-separated (default: the config's).")
     ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Labelled csv/jsonl/parquet file (default: the prepared test split).")
-    ] = None,
-    text_column: Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")] = "text",
-    label_column: Annotated[str, typer.Option(help="Gold label column.")] = "label",
-    label_map: Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")] = None,
+    data: DataOpt = None,
+    text_column: TextColumnOpt = "text",
+    label_column: LabelColumnOpt = "label",
+    label_map: LabelMapOpt = None,
     pair_column: Annotated[str | None, typer.Option(help="A title column: it leads the text.")] = None,
     register: Annotated[
         bool, typer.Option(help="Register the zero-shot model (zeroshot.registered_model) for predict.")
@@ -260,9 +263,7 @@ def predict(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
-    model: Annotated[
-        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
-    ] = None,
+    model: ModelOpt = None,
     claim: Annotated[
         list[str] | None, typer.Option("--claim", help="A claim to score the article's stance toward (repeatable).")
     ] = None,
@@ -370,9 +371,7 @@ def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
-    model: Annotated[
-        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
-    ] = None,
+    model: ModelOpt = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also quantise the weights to int8 and use that.")] = False,
 ) -> None:
@@ -399,9 +398,7 @@ def bench(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     profile: ProfileOpt = None,
-    model: Annotated[
-        str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
-    ] = None,
+    model: ModelOpt = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N test articles.")] = None,
     train: Annotated[
         bool, typer.Option("--train", help="Training step rate against a default transformers.Trainer instead.")
