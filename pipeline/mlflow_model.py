@@ -17,6 +17,7 @@ from pipeline.config import PACKAGE_DIR
 PIP_REQUIREMENTS = [
     "torch==2.13.0",
     "transformers==5.24.0",
+    "onnxruntime==1.32.0",  # a folder with an ONNX export (`pipeline export`) is served by it
     "numpy",
     "pandas",
     "pyyaml",
