@@ -51,7 +51,11 @@ with _no_type_hint_warnings():
             import pandas as pd
 
             texts = [str(t) for t in model_input["text"]]
-            pairs = [str(p) for p in model_input["pair"]] if "pair" in model_input else None
+            pairs = None
+            if "pair" in model_input:
+                pairs = ["" if p is None or p != p else str(p) for p in model_input["pair"]]
+            elif self.classifier.meta.get("pair_column"):
+                pairs = [""] * len(texts)  # a pair model with no pair given: an empty first segment, as predict does
             probs = self.classifier.predict_proba(texts, pairs)
             labels = self.classifier.labels
             out = pd.DataFrame({f"prob_{label}": probs[:, i] for i, label in enumerate(labels)})
@@ -66,15 +70,19 @@ def log_classifier(folder: Path, labels: list[str], registered_name: str | None)
     import json
 
     import pandas as pd
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
     from pipeline.modeling import MODEL_META
 
     meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
-    if meta.get("pair_column") and not str(meta.get("kind", "")).startswith("zeroshot"):
-        example.insert(0, "pair", ["Company profits rise"])
     output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
+    signature = infer_signature(example, output)
+    if meta.get("pair_column"):  # the claim, target or title: optional, empty when left out
+        example.insert(0, "pair", ["Company profits rise"])
+        inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "pair", required=False), ColSpec("string", "text")]
+        signature = ModelSignature(inputs=Schema(inputs), outputs=signature.outputs)
     with _no_type_hint_warnings():
         return mlflow.pyfunc.log_model(
             name="model",
@@ -82,7 +90,7 @@ def log_classifier(folder: Path, labels: list[str], registered_name: str | None)
             artifacts={"model": str(folder)},
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=PIP_REQUIREMENTS,
-            signature=infer_signature(example, output),
+            signature=signature,
             input_example=example,
             registered_model_name=registered_name,
         )

@@ -217,3 +217,18 @@ def test_bench_train_compares_step_rates_on_the_same_windows(trained):
     r = bench_train(cfg, steps=2)
     assert r["steps"] == 2 and r["ours_steps_per_s"] > 0 and r["trainer_steps_per_s"] > 0
     assert r["speedup"] == pytest.approx(r["ours_steps_per_s"] / r["trainer_steps_per_s"])
+
+
+def test_registered_pyfunc_returns_every_class_probability(trained):
+    import mlflow
+    import pandas as pd
+
+    assert trained[1].alias == "champion"
+    model = mlflow.pyfunc.load_model("models:/topic@champion")
+    out = model.predict(pd.DataFrame({"text": ["match goal team win", "shares profit market"]}))
+    assert list(out.columns) == ["label", "score", "prob_business", "prob_sport", "prob_tech"]
+    assert out[["prob_business", "prob_sport", "prob_tech"]].sum(axis=1).round(4).tolist() == [1.0, 1.0]
+    with_titles = model.predict(pd.DataFrame({"pair": ["Cup final", None], "text": ["match goal", "shares profit"]}))
+    assert len(with_titles) == 2, "the title (pair) column is optional and may hold gaps"
+    info = mlflow.models.get_model_info("models:/topic@champion")
+    assert info.signature is not None and info.saved_input_example_info is not None
