@@ -210,7 +210,16 @@ class NliZeroShot:
         name = zcfg.nli_model or ""
         pipe = _nli_pipeline(resolve_model_name(name), runtime.device, name)
         meta = {"nli_model": name}
-        return cls(pipe, labels, zcfg.hypothesis_template, zcfg.max_length, zcfg.stride, zcfg.max_windows, 8, meta)
+        return cls(
+            pipe,
+            labels,
+            zcfg.hypothesis_template,
+            zcfg.max_length,
+            zcfg.stride,
+            zcfg.max_windows,
+            runtime.eval_batch_size,
+            meta,
+        )
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         if not texts:
@@ -250,7 +259,7 @@ class NliZeroShot:
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any], device: str) -> NliZeroShot:
+    def load(cls, folder: Path, meta: dict[str, Any], device: str, batch_size: int) -> NliZeroShot:
         return cls(
             _nli_pipeline(str(folder), device, str(folder)),
             list(meta["labels"]),
@@ -258,7 +267,7 @@ class NliZeroShot:
             int(meta["max_length"]),
             int(meta["stride"]),
             int(meta["max_windows"]),
-            8,
+            batch_size,
             meta,
         )
 
@@ -291,7 +300,7 @@ def build_zeroshot(cfg: Config, labels: list[str] | None = None) -> EmbeddingZer
 def load_zeroshot(folder: Path, device: str, precision: str, batch_size: int) -> TextClassifier:
     meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
     if meta["kind"] == NLI_KIND:
-        return NliZeroShot.load(folder, meta, device)
+        return NliZeroShot.load(folder, meta, device, batch_size)
     return EmbeddingZeroShot.load(folder, meta, device, precision, batch_size)
 
 
