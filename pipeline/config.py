@@ -64,6 +64,10 @@ class EvalSetConfig(Strict):
     pair_column: str | None
     label_column: str
     label_map: dict[str, str] | None
+    # optional caps, for big sets of long articles: a label-stratified sample of max_rows rows,
+    # each text cut after max_words words (its lede)
+    max_rows: int | None = Field(default=None, ge=1)
+    max_words: int | None = Field(default=None, ge=1)
 
 
 class DataConfig(Strict):
@@ -99,6 +103,7 @@ class ModelConfig(Strict):
     pooling: Literal["cls", "mean"]
     gate_label: str | None
     gate_threshold: float = Field(gt=0.0, lt=1.0)
+    mark_pair: bool
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
@@ -116,6 +121,7 @@ class TrainConfig(Strict):
     warmup_ratio: float = Field(ge=0, le=1)
     class_weights: Literal["none", "balanced", "sqrt"]
     early_stopping_patience: int = Field(ge=0)
+    pair_dropout: float = Field(ge=0, lt=1)
     seed: int
     output_dir: str
     max_steps: int | None = Field(ge=1)

@@ -109,7 +109,32 @@ def load_eval_set(e: EvalSetConfig) -> EvalData:
     from pipeline.config import resolve_path
 
     path = resolve_path(e.source)
-    return load_eval_file(path, e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name)
+    data = load_eval_file(path, e.text_columns, e.label_column, e.label_map or {}, e.pair_column, e.where, e.name)
+    if e.max_rows is not None and e.max_rows < len(data.texts):
+        _, y = np.unique(data.labels, return_inverse=True)
+        rows = sample_rows(y, e.max_rows, seed=0)
+        data = EvalData(
+            [data.texts[i] for i in rows],
+            [data.labels[i] for i in rows],
+            data.source,
+            data.name,
+            [data.pairs[i] for i in rows] if data.pairs is not None else None,
+        )
+    if e.max_words is not None:
+        data.texts = [" ".join(t.split(" ")[: e.max_words]) for t in data.texts]
+    return data
+
+
+def sample_rows(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of a label-stratified sample of n rows (all rows when n is None or not smaller)."""
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    kept, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=stratify)
+    return np.sort(kept)
 
 
 def prepared_split_data(cfg: Config, split: str) -> EvalData:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -158,6 +159,25 @@ class Windows:
         return len(self.input_ids)
 
 
+MENTION_OPEN, MENTION_CLOSE = "<<", ">>"
+
+
+def mark_mentions(text: str, target: str) -> str:
+    """`text` with every whole-word, case-insensitive mention of `target` put between << and >>:
+    the model then sees which of a sentence's names the stance is about."""
+    target = target.strip()
+    if not target:
+        return text
+    pattern = re.compile(rf"(?<!\w){re.escape(target)}(?!\w)", re.IGNORECASE)
+    return pattern.sub(lambda m: f"{MENTION_OPEN} {m.group(0)} {MENTION_CLOSE}", text)
+
+
+def marked_texts(texts: list[str], pairs: list[str] | None, mark_pairs: bool) -> list[str]:
+    if not mark_pairs or pairs is None:
+        return texts
+    return [mark_mentions(t, p) for t, p in zip(texts, pairs, strict=True)]
+
+
 def encode_windows(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
@@ -165,9 +185,11 @@ def encode_windows(
     max_length: int,
     stride: int,
     max_windows: int,
+    mark_pairs: bool = False,
 ) -> Windows:
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
+    texts = marked_texts(texts, pairs, mark_pairs)
     args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
     enc = tokenizer(
         *args,
@@ -342,9 +364,12 @@ class Classifier:
     meta: dict[str, Any] = field(default_factory=dict)
     gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
     temperature: float = 1.0  # window logits are divided by it (fitted on validation after training)
+    mark_pairs: bool = False  # mentions of the pair (target) in the text are marked, as in training
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
-        windows = encode_windows(self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows)
+        windows = encode_windows(
+            self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows, self.mark_pairs
+        )
         pad_id = int(self.tokenizer.pad_token_id or 0)
         logits = window_logits(self.model, windows, pad_id, self.batch_size, self.device, self.precision)
         return logits, windows
@@ -392,6 +417,7 @@ class Classifier:
             "pooling": self.pooling,
             "gate_label": self.gate.label if self.gate else None,
             "temperature": self.temperature,
+            "mark_pairs": self.mark_pairs,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -427,4 +453,5 @@ class Classifier:
             meta=meta,
             gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
             temperature=float(meta.get("temperature", 1.0)),
+            mark_pairs=bool(meta.get("mark_pairs", False)),
         )

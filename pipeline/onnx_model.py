@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches
+from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches, marked_texts
 
 
 @dataclass
@@ -73,6 +73,7 @@ class OnnxClassifier:
         tok.enable_truncation(
             self.max_length, stride=self.stride, strategy="only_second" if pairs is not None else "longest_first"
         )
+        texts = marked_texts(texts, pairs, bool(self.meta.get("mark_pairs", False)))
         inputs: list[Any] = list(zip(pairs, texts, strict=True)) if pairs is not None else texts
         ids, types, owner = [], [], []
         for article, encoding in enumerate(tok.encode_batch(inputs)):

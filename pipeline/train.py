@@ -20,7 +20,7 @@ import yaml
 
 from pipeline.config import Config, resolve_path
 from pipeline.errors import PipelineError
-from pipeline.evaluate import extra_test_data, label_indices, log_dataset, log_prepared_splits
+from pipeline.evaluate import extra_test_data, label_indices, log_dataset, log_prepared_splits, sample_rows
 from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.io import write_json_atomic
 from pipeline.metrics import compute_metrics, fit_temperature, log_metrics, log_mistakes
@@ -82,20 +82,17 @@ def training_windows(
 ) -> tuple[Windows, np.ndarray]:
     m = cfg.model
     max_windows = 1 if cfg.train.windows == "first" else m.max_windows
-    windows = encode_windows(tokenizer, texts, pairs, m.max_length, m.stride, max_windows)
+    windows = encode_windows(tokenizer, texts, pairs, m.max_length, m.stride, max_windows, m.mark_pair)
     return windows, y[np.asarray(windows.owner)]
 
 
-def sample_rows(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """Indices of a label-stratified sample of n rows (all rows when n is None or not smaller)."""
-    if n is None or n >= len(y):
-        return np.arange(len(y))
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    kept, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=stratify)
-    return np.sort(kept)
+def drop_pairs(pairs: list[str], fraction: float, seed: int) -> list[str]:
+    """The pairs with a seeded `fraction` of them blanked: a model trained on titles then also
+    works on articles that come without one (most .txt files)."""
+    if fraction <= 0:
+        return pairs
+    blank = np.random.default_rng(seed).random(len(pairs)) < fraction
+    return ["" if b else p for p, b in zip(pairs, blank, strict=True)]
 
 
 @dataclass
@@ -128,6 +125,7 @@ def gated_split(
         m.max_length,
         m.stride,
         m.max_windows,
+        m.mark_pair,
     )
     return GatedSplit(passed, p_gate, windows)
 
@@ -199,12 +197,13 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     keep = sample_rows(ys["train"][rows], cfg.train.max_examples, cfg.train.seed)
     rows = rows[keep]
     model = build_classifier(m.name, labels, m.attention_dropout, m.pooling)
-    train_pairs = pairs["train"]
     train_windows, train_y = training_windows(
         cfg,
         tokenizer,
         [texts["train"][i] for i in rows],
-        [train_pairs[i] for i in rows] if train_pairs is not None else None,
+        drop_pairs([pairs["train"][i] for i in rows], cfg.train.pair_dropout, cfg.train.seed)
+        if pairs["train"] is not None
+        else None,
         ys["train"][rows],
     )
     val_split = gated_split(cfg, tokenizer, texts["validation"], pairs["validation"], gate)
@@ -344,6 +343,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                             precision,
                             pooling=m.pooling,
                             gate=gate,
+                            mark_pairs=m.mark_pair,
                         )
                         with atomic_dir(model_dir) as tmp:
                             clf.save(

@@ -155,3 +155,39 @@ def test_where_on_a_missing_column_is_named(home):
     cfg = load_config(make_config(home, "minilm", src, data__where={"section": ["a"]}))
     with pytest.raises(PipelineError, match="no column 'section' to select rows by"):
         prepare(cfg)
+
+
+def test_extra_train_is_capped_by_rows_and_words_and_mapped(home):
+    src = write_csv(home / "news.csv", synthetic_rows(10))
+    extra_rows = synthetic_rows(20, seed=1)
+    for row in extra_rows:
+        row["section"] = {"sport": "sports"}.get(row["label"], row["label"])
+    extra = write_csv(home / "extra.csv", extra_rows)
+    cfg = load_config(
+        make_config(
+            home,
+            "minilm",
+            src,
+            data__extra_train=[
+                {
+                    "name": "extra",
+                    "source": str(extra),
+                    "where": {"section": ["sports", "tech"]},
+                    "text_columns": ["text"],
+                    "pair_column": "title",
+                    "label_column": "section",
+                    "label_map": {"sports": "sport"},
+                    "max_rows": 10,
+                    "max_words": 5,
+                }
+            ],
+        )
+    )
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(prepare(cfg).path))
+    names = ds["train"].features["label"].names
+    added = [r for split in ds for r in ds[split] if str(r["id"]).startswith("extra:")]
+    assert 8 <= len(added) <= 10  # 10 sampled; validation may take some when it is carved out of train
+    assert {names[r["label"]] for r in added} == {"sport", "tech"}  # stratified, mapped, filtered
+    assert all(len(r["text"].split()) <= 5 for r in added)

@@ -8,10 +8,11 @@ from conftest import make_stance_config
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared, prepare
+from pipeline.evaluate import sample_rows
 from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.metrics import compute_metrics, fnc_relative_score
 from pipeline.modeling import Classifier
-from pipeline.train import sample_rows, train
+from pipeline.train import train
 
 FNC = ["agree", "disagree", "discuss", "unrelated"]
 

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate, load_eval_file, parse_label_map, prepared_test_data
 from pipeline.predict import Article, predict
-from pipeline.train import length_grouped_batches, train
+from pipeline.train import drop_pairs, length_grouped_batches, train
 
 
 def test_length_grouped_batches_cover_every_example_once():
@@ -25,6 +25,15 @@ def test_length_grouped_batches_cover_every_example_once():
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(103))
     assert all(len(b) <= 8 for b in batches)
+
+
+def test_drop_pairs_blanks_a_seeded_share_and_nothing_else():
+    pairs = [f"title {i}" for i in range(1000)]
+    dropped = drop_pairs(pairs, 0.3, seed=7)
+    assert dropped == drop_pairs(pairs, 0.3, seed=7)
+    assert 250 < dropped.count("") < 350
+    assert all(d in ("", p) for d, p in zip(dropped, pairs, strict=True))
+    assert drop_pairs(pairs, 0.0, seed=7) == pairs
 
 
 def test_training_learns_logs_and_registers(trained):

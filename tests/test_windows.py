@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.modeling import combine_windows, encode_windows, load_tokenizer, softmax
+from pipeline.modeling import combine_windows, encode_windows, load_tokenizer, mark_mentions, softmax
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,12 @@ def test_length_batches_cover_every_window_once_within_both_limits():
         assert len(b) <= 32 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 2048)
         assert lengths[b[0]] == max(lengths[i] for i in b)
     assert max(len(b) for b in length_batches([10] * 100, 32, None)) == 32
+
+
+def test_mentions_of_the_target_are_marked_whole_words_only():
+    assert mark_mentions("Turkey says turkey is ready; Turkeys eat.", "Turkey") == (
+        "<< Turkey >> says << turkey >> is ready; Turkeys eat."
+    )
+    assert mark_mentions("no mention here", "NATO") == "no mention here"
+    assert mark_mentions("a (U.S.) deal", "U.S.") == "a (<< U.S. >>) deal"
+    assert mark_mentions("unchanged", "  ") == "unchanged"
