@@ -130,7 +130,7 @@ def test_zeroshot_with_minilm_reads_bbc_topics_and_the_sample_as_politics(home, 
     import yaml
 
     raw = yaml.safe_load((ROOT / "configs" / "zeroshot_topic.yaml").read_text())
-    raw["data"].update(source=str(bbc_slice), prepared_dir=str(home / "prepared"))
+    raw["data"].update(source=str(bbc_slice), prepared_dir=str(home / "prepared"), extra_train=[], extra_tests=[])
     raw["zeroshot"].update(output_dir=str(home / "zeroshot"))
     raw["runtime"].update(threads=1)
     config = home / "zeroshot.yaml"

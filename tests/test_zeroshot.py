@@ -20,6 +20,7 @@ def zeroshot_config(home: Path, model: str | Path, source: Path, **changes: obje
     """configs/zeroshot_topic.yaml over a synthetic table, one phrasing per label (its words), tiny settings."""
     raw = yaml.safe_load((ROOT / "configs" / "zeroshot_topic.yaml").read_text())
     raw["data"].update(source=str(source), split_column=None, labels=None, prepared_dir=str(home / "prepared"))
+    raw["data"].update(extra_train=[], extra_tests=[])
     raw["model"].update(name=str(model), max_length=64, stride=16, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model"), max_steps=None)
     raw["zeroshot"].update(
