@@ -3,7 +3,7 @@
 On the task's prepared test articles, with the same fine-tuned model:
 (a) `transformers.pipeline("text-classification")`, batch size 1, truncated at the model's window:
     what a user writes first; (b) the same with batch size 16; (c) our predict path (length-sorted
-    dynamic-padded batches of every window, inference mode, bf16 where the CPU has AMX).
+    dynamic-padded batches of every window, inference mode, bf16 where the CPU has bf16 instructions).
 Each gives articles/s, tokens/s (tokens the model actually read), peak resident memory while it
 ran, and macro-F1; then the ratios c/a and c/b.
 """

@@ -172,8 +172,8 @@ def mark_mentions(text: str, target: str) -> str:
     return pattern.sub(lambda m: f"{MENTION_OPEN} {m.group(0)} {MENTION_CLOSE}", text)
 
 
-def marked_texts(texts: list[str], pairs: list[str] | None, mark_pairs: bool) -> list[str]:
-    if not mark_pairs or pairs is None:
+def marked_texts(texts: list[str], pairs: list[str] | None, mark_pair: bool) -> list[str]:
+    if not mark_pair or pairs is None:
         return texts
     return [mark_mentions(t, p) for t, p in zip(texts, pairs, strict=True)]
 
@@ -185,11 +185,11 @@ def encode_windows(
     max_length: int,
     stride: int,
     max_windows: int,
-    mark_pairs: bool = False,
+    mark_pair: bool = False,
 ) -> Windows:
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
-    texts = marked_texts(texts, pairs, mark_pairs)
+    texts = marked_texts(texts, pairs, mark_pair)
     args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
     enc = tokenizer(
         *args,
@@ -364,11 +364,11 @@ class Classifier:
     meta: dict[str, Any] = field(default_factory=dict)
     gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
     temperature: float = 1.0  # window logits are divided by it (fitted on validation after training)
-    mark_pairs: bool = False  # mentions of the pair (target) in the text are marked, as in training
+    mark_pair: bool = False  # mentions of the pair (target) in the text are marked, as in training
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
-            self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows, self.mark_pairs
+            self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows, self.mark_pair
         )
         pad_id = int(self.tokenizer.pad_token_id or 0)
         logits = window_logits(self.model, windows, pad_id, self.batch_size, self.device, self.precision)
@@ -417,7 +417,7 @@ class Classifier:
             "pooling": self.pooling,
             "gate_label": self.gate.label if self.gate else None,
             "temperature": self.temperature,
-            "mark_pairs": self.mark_pairs,
+            "mark_pair": self.mark_pair,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -453,5 +453,5 @@ class Classifier:
             meta=meta,
             gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
             temperature=float(meta.get("temperature", 1.0)),
-            mark_pairs=bool(meta.get("mark_pairs", False)),
+            mark_pair=bool(meta.get("mark_pair", False)),
         )

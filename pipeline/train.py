@@ -343,7 +343,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                             precision,
                             pooling=m.pooling,
                             gate=gate,
-                            mark_pairs=m.mark_pair,
+                            mark_pair=m.mark_pair,
                         )
                         with atomic_dir(model_dir) as tmp:
                             clf.save(

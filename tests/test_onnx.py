@@ -34,8 +34,8 @@ def test_onnx_windows_are_the_tokenizers_windows(exported):
         theirs = encode_windows(torch_clf.tokenizer, texts, pairs, fast.max_length, fast.stride, fast.max_windows)
         assert ours.input_ids == theirs.input_ids and ours.token_type_ids == theirs.token_type_ids
         assert ours.owner == theirs.owner and len(ours) > 2
-    marked = encode_windows(torch_clf.tokenizer, ["Ankara and ankara's ally"], ["Ankara"], 64, 16, 4, mark_pairs=True)
-    fast.meta["mark_pairs"] = True
+    marked = encode_windows(torch_clf.tokenizer, ["Ankara and ankara's ally"], ["Ankara"], 64, 16, 4, mark_pair=True)
+    fast.meta["mark_pair"] = True
     assert fast.windows(["Ankara and ankara's ally"], ["Ankara"]).input_ids == marked.input_ids
 
 
