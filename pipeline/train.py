@@ -173,14 +173,23 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         self_training = require_zeroshot(cfg).self_training
         registered_model, model_dir = self_training.registered_model, resolve_path(self_training.output_dir)
         labeller = build_zeroshot(cfg)
+
+        def keep_rows(split: str, rows: list[int] | np.ndarray) -> None:
+            texts[split], ys[split] = [texts[split][i] for i in rows], ys[split][rows]
+            split_pairs = pairs[split]
+            pairs[split] = [split_pairs[i] for i in rows] if split_pairs is not None else None
+
+        # self-training labels the task's own articles; the labelled extra sets are left out
+        extra_ids = tuple(f"{e.name}:" for e in cfg.data.extra_train)
         for split in ("train", "validation"):
+            keep_rows(
+                split, [i for i, row_id in enumerate(dataset[split]["id"]) if not str(row_id).startswith(extra_ids)]
+            )
             kept, y_pseudo = zero_shot_labels(labeller, self_training.keep_fraction, labels, texts[split], pairs[split])
             # how good the kept labels are: reported, never used to choose anything
             pseudo_stats[f"pseudo_{split}_kept"] = len(kept)
             pseudo_stats[f"pseudo_{split}_gold_agreement"] = float((y_pseudo == ys[split][kept]).mean())
-            texts[split] = [texts[split][i] for i in kept]
-            split_pairs = pairs[split]
-            pairs[split] = [split_pairs[i] for i in kept] if split_pairs is not None else None
+            keep_rows(split, kept)
             ys[split] = y_pseudo
     m = cfg.model
     gate, rows = None, np.arange(len(texts["train"]))

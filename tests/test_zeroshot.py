@@ -192,6 +192,33 @@ def test_self_training_learns_zero_shot_labels_and_registers_apart(zs_config, ho
     assert names == {"topic_selftrained"}, "self-training must not compete with the gold-label champion"
 
 
+def test_self_training_labels_only_the_tasks_own_articles(home, tiny_model_dir):
+    import mlflow
+    from datasets import load_from_disk
+
+    extra = write_csv(home / "extra.csv", synthetic_rows(15, seed=4))
+    extra_set = {
+        "name": "extra",
+        "source": str(extra),
+        "where": None,
+        "text_columns": ["text"],
+        "pair_column": "title",
+        "label_column": "label",
+        "label_map": None,
+    }
+    config = zeroshot_config(
+        home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(20)), data__extra_train=[extra_set]
+    )
+    tr = run_cli(home, "train", "-c", str(config), "--pseudo-labels", "--set", "train.max_steps=2")
+    assert tr.returncode == 0, tr.stderr
+    train_ids = load_from_disk(str(home / "prepared"))["train"]["id"]
+    own = sum(not str(i).startswith("extra:") for i in train_ids)
+    assert own < len(train_ids)
+    run = mlflow.search_runs(experiment_names=["topic"], filter_string="tags.pseudo_labels = 'true'").iloc[0]
+    # keep_fraction 0.5 of each predicted label, rounded up: at most half the own rows plus one per label
+    assert 0 < run["metrics.pseudo_train_kept"] <= own * 0.5 + len(LABELS)
+
+
 def test_unseen_targets_are_those_the_training_data_never_mentions(home, tiny_model_dir):
     rows = [
         {"id": str(i), "text": f"{w} praised plan {i}", "target": w, "label": ("business", "sport")[i % 2]}
