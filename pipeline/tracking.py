@@ -226,7 +226,9 @@ def resolve_model(ref: str) -> tuple[Path, str]:
 
 def _local_alias(ref: str) -> tuple[Path, str] | None:
     """`models:/NAME@ALIAS` read straight from a local sqlite store, without importing MLflow (about
-    2 s of a one-article predict); None whenever anything is not as expected, and MLflow answers."""
+    2 s of a one-article predict); None whenever anything is not as expected, and MLflow answers.
+    A store that answers but has no such alias raises at once: predict's optional stance models
+    would otherwise import MLflow only to learn that they are absent."""
     import sqlite3
 
     uri = tracking_uri()
@@ -243,7 +245,9 @@ def _local_alias(ref: str) -> tuple[Path, str] | None:
             ).fetchone()
     except sqlite3.Error:
         return None
-    if row is None or not str(row[1]).startswith("file://") or not Path(str(row[1])[7:]).is_dir():
+    if row is None:
+        raise PipelineError(f"model {ref} not found in {uri}")
+    if not str(row[1]).startswith("file://") or not Path(str(row[1])[7:]).is_dir():
         return None
     try:
         return _model_folder(Path(str(row[1])[7:])), f"models:/{name}/{row[0]}"

@@ -55,6 +55,12 @@ def test_training_learns_logs_and_registers(trained):
     assert len(run.inputs.dataset_inputs) == 3
 
 
+def test_local_store_answers_for_an_absent_alias_without_mlflow(trained):
+    assert tracking._local_alias("models:/topic@champion") is not None
+    with pytest.raises(PipelineError, match="not found"):
+        tracking._local_alias("models:/target_stance@champion")
+
+
 def test_evaluate_and_predict_use_the_champion(trained):
     cfg, result = trained
     out = evaluate(cfg, None, prepared_test_data(cfg))
