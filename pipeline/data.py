@@ -34,6 +34,11 @@ class Prepared:
     reused: bool
 
 
+def extra_id_prefix(name: str) -> str:
+    """Row ids of an extra labelled set start with this, so later stages can tell its rows apart."""
+    return f"{name}:"
+
+
 def content_digest(rows: pd.DataFrame) -> str:
     """Digest of what a model sees: split, label, pair (if any) and text of every row, order-independent."""
     columns = ["split", "label", *(["pair"] if "pair" in rows.columns else []), "text"]
@@ -147,7 +152,7 @@ def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
         unknown = sorted(set(data.labels) - set(cfg.data.labels or rows["label"]))
         if unknown:
             raise PipelineError(f"data.extra_train {extra.name!r} has labels {unknown} that the task does not")
-        ids = [f"{extra.name}:{i}" for i in range(len(data.texts))]
+        ids = [f"{extra_id_prefix(extra.name)}{i}" for i in range(len(data.texts))]
         part = pd.DataFrame({"id": ids, "text": data.texts, "label": data.labels})
         if data.pairs is not None:
             part["pair"] = data.pairs

@@ -143,7 +143,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     from transformers import get_linear_schedule_with_warmup
 
     from pipeline import tracking
-    from pipeline.data import prepare
+    from pipeline.data import extra_id_prefix, prepare
     from pipeline.io import atomic_dir
     from pipeline.mlflow_model import log_classifier
 
@@ -180,7 +180,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             pairs[split] = [split_pairs[i] for i in rows] if split_pairs is not None else None
 
         # self-training labels the task's own articles; the labelled extra sets are left out
-        extra_ids = tuple(f"{e.name}:" for e in cfg.data.extra_train)
+        extra_ids = tuple(extra_id_prefix(e.name) for e in cfg.data.extra_train)
         for split in ("train", "validation"):
             keep_rows(
                 split, [i for i, row_id in enumerate(dataset[split]["id"]) if not str(row_id).startswith(extra_ids)]
