@@ -14,12 +14,12 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.evaluate import log_prepared_splits
 from pipeline.metrics import compute_metrics, log_metrics, log_mistakes
+from pipeline.tfidf import fit_tfidf, tfidf_texts
 
 
 def run_baseline(cfg: Config) -> dict[str, Any]:
     import mlflow
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    from datasets import load_from_disk
     from sklearn.pipeline import make_pipeline
 
     from pipeline import tracking
@@ -27,41 +27,18 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
 
     started = time.perf_counter()
     prepared = prepare(cfg)
-    from datasets import load_from_disk
-
     dataset = load_from_disk(str(prepared.path))
     labels: list[str] = prepared.card["labels"]
     # a pair (claim, target or title) is part of what a bag of words should see
     texts = {
-        s: [f"{p}\n\n{t}" for p, t in zip(dataset[s]["pair"], dataset[s]["text"], strict=True)]
-        if "pair" in dataset[s].column_names
-        else list(dataset[s]["text"])
+        s: tfidf_texts(dataset[s]["text"], dataset[s]["pair"] if "pair" in dataset[s].column_names else None)
         for s in ("train", "validation", "test")
     }
     ys = {s: np.asarray(dataset[s]["label"]) for s in ("train", "validation", "test")}
-
-    # the vectorizer is fitted once on train; only the classifier's C is searched
-    vectorizer = TfidfVectorizer(
-        sublinear_tf=True,
-        ngram_range=(1, cfg.baseline.ngram_max),
-        max_features=cfg.baseline.max_features,
-        min_df=2,
-        strip_accents="unicode",
+    fitted = fit_tfidf(
+        cfg.baseline, texts["train"], ys["train"], texts["validation"], ys["validation"], labels, cfg.train.seed
     )
-    features = {"train": vectorizer.fit_transform(texts["train"])}
-    features.update({s: vectorizer.transform(texts[s]) for s in ("validation", "test")})
-
-    def fit(c: float) -> Any:
-        return LogisticRegression(C=c, solver="saga", max_iter=2000, random_state=cfg.train.seed).fit(
-            features["train"], ys["train"]
-        )
-
-    scores = {}
-    for c in cfg.baseline.c_grid:
-        probs = fit(c).predict_proba(features["validation"])
-        scores[c] = compute_metrics(ys["validation"], probs, labels)["macro_f1"]
-    best_c = max(cfg.baseline.c_grid, key=lambda c: (scores[c], -c))
-    classifier = fit(best_c)
+    best_c, scores = fitted.c, fitted.val_macro_f1_by_c
 
     tracking.use_experiment(cfg.mlflow.experiment)
     with mlflow.start_run(run_name=f"baseline-tfidf-{cfg.task}") as run:
@@ -78,16 +55,16 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
         log_prepared_splits(dataset, prepared.card["source"], cfg.task)
         for c, f1 in scores.items():
             mlflow.log_metric(f"val_macro_f1_c{c:g}", f1)
-        val = compute_metrics(ys["validation"], classifier.predict_proba(features["validation"]), labels)
+        val = compute_metrics(ys["validation"], fitted.predict_proba(texts["validation"]), labels)
         log_metrics(val, "val")
-        test_probs = classifier.predict_proba(features["test"])
+        test_probs = fitted.predict_proba(texts["test"])
         test = compute_metrics(ys["test"], test_probs, labels)
         log_metrics(test, "test")
         log_mistakes(texts["test"], None, ys["test"], test_probs, labels, "test")
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         # skops, MLflow's default format, takes minutes on a large vocabulary
         mlflow.sklearn.log_model(
-            make_pipeline(vectorizer, classifier),
+            make_pipeline(fitted.vectorizer, fitted.classifier),
             name="model",
             serialization_format="cloudpickle",
             pip_requirements=["scikit-learn==1.9.1", "cloudpickle"],

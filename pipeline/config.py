@@ -104,11 +104,14 @@ class ModelConfig(Strict):
     gate_label: str | None
     gate_threshold: float = Field(gt=0.0, lt=1.0)
     mark_pair: bool
+    tfidf_blend: bool
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
         if self.stride >= self.max_length // 2:
             raise ValueError(f"model.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+        if self.tfidf_blend and self.gate_label is not None:
+            raise ValueError("model.tfidf_blend and model.gate_label cannot both be set")
         return self
 
 

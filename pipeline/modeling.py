@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.tfidf import TfidfModel, apply_blend, blend_weights
 
 if TYPE_CHECKING:
     import torch
@@ -365,6 +366,8 @@ class Classifier:
     gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
     temperature: float = 1.0  # window logits are divided by it (fitted on validation after training)
     mark_pair: bool = False  # mentions of the pair (target) in the text are marked, as in training
+    tfidf: TfidfModel | None = None  # blended: its log-probabilities are stacked with the transformer's
+    blend: tuple[float, float] | None = None  # the stacking weights (transformer, TF-IDF), fitted on validation
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
@@ -385,7 +388,8 @@ class Classifier:
             return [np.zeros((0, len(self.labels))) for _ in temperatures]
         if self.gate is None:
             logits, windows = self.window_logits(texts, pairs)
-            return [combine_windows(logits / t, windows.owner, len(texts), self.combine) for t in temperatures]
+            probs = [combine_windows(logits / t, windows.owner, len(texts), self.combine) for t in temperatures]
+            return apply_blend(probs, self.tfidf, self.blend, texts, pairs)
         if pairs is None:
             raise PipelineError("this two-stage model classifies pairs: give the pair column (claim or headline)")
         from pipeline.gate import combine_gate
@@ -418,9 +422,12 @@ class Classifier:
             "gate_label": self.gate.label if self.gate else None,
             "temperature": self.temperature,
             "mark_pair": self.mark_pair,
+            "tfidf_blend": list(self.blend) if self.blend is not None else None,
         }
         if self.gate is not None:
             self.gate.save(folder)
+        if self.tfidf is not None:
+            self.tfidf.save(folder)
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -454,4 +461,6 @@ class Classifier:
             gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
             temperature=float(meta.get("temperature", 1.0)),
             mark_pair=bool(meta.get("mark_pair", False)),
+            tfidf=TfidfModel.load(folder) if meta.get("tfidf_blend") else None,
+            blend=blend_weights(meta),
         )

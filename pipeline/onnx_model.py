@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches, marked_texts
+from pipeline.tfidf import TfidfModel, apply_blend, blend_weights
 
 
 @dataclass
@@ -32,6 +33,7 @@ class OnnxClassifier:
     pad_id: int
     batch_size: int = 32
     meta: dict[str, Any] = field(default_factory=dict)
+    tfidf: TfidfModel | None = None  # blended: stacked with the transformer's probabilities
 
     @classmethod
     def load(
@@ -64,6 +66,7 @@ class OnnxClassifier:
             int(pad_id),
             batch_size,
             meta,
+            TfidfModel.load(folder) if meta.get("tfidf_blend") else None,
         )
 
     def windows(self, texts: list[str], pairs: list[str] | None) -> Windows:
@@ -102,4 +105,5 @@ class OnnxClassifier:
                 attention_mask[row, :n] = 1
             feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
             logits[idx] = self.session.run(["logits"], feed)[0]
-        return combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)
+        probs = combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)
+        return apply_blend([probs], self.tfidf, blend_weights(self.meta), texts, pairs)[0]

@@ -38,6 +38,7 @@ from pipeline.modeling import (
     set_threads,
     window_logits,
 )
+from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack, tfidf_texts
 
 
 @dataclass
@@ -391,9 +392,17 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         # temperature scaling on validation, stored with the model and applied wherever it predicts
         temperature = fit_temperature(val_probs_at, ys["validation"])
         meta_path = model_dir / MODEL_META
-        write_json_atomic(meta_path, {**json.loads(meta_path.read_text(encoding="utf-8")), "temperature": temperature})
+        meta = {**json.loads(meta_path.read_text(encoding="utf-8")), "temperature": temperature}
+        val_probs = val_probs_at(temperature)
+        if m.tfidf_blend:
+            val_probs, blend_stats = fit_tfidf_blend(cfg, texts, pairs, ys, labels, val_probs, model_dir)
+            mlflow.log_metrics(blend_stats)
+            best_f1 = compute_metrics(ys["validation"], val_probs, labels)["macro_f1"]
+            meta |= {"tfidf_blend": [blend_stats["blend_transformer_weight"], blend_stats["blend_tfidf_weight"]]}
+            meta |= {"val_macro_f1": best_f1}
+        write_json_atomic(meta_path, meta)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
-        log_metrics(compute_metrics(ys["validation"], val_probs_at(temperature), labels), "val")
+        log_metrics(compute_metrics(ys["validation"], val_probs, labels), "val")
         test_uncalibrated, test = best.predict_proba_at(texts["test"], pairs["test"], [1.0, temperature])
         test_metrics = compute_metrics(ys["test"], test, labels)
         test_metrics["ece_uncalibrated"] = compute_metrics(ys["test"], test_uncalibrated, labels)["ece"]
@@ -417,6 +426,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 logits, windows = best.window_logits(extra.texts, extra.pairs)
                 for how in ("mean_logits", "max_logits", "mean_probs", "first"):
                     probs = combine_windows(logits / best.temperature, windows.owner, len(extra.texts), how)
+                    probs = apply_blend([probs], best.tfidf, best.blend, extra.texts, extra.pairs)[0]
                     scored = compute_metrics(y_extra, probs, labels)
                     mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
                     if how == best.combine:
@@ -455,6 +465,34 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         time.perf_counter() - started,
         steps_per_second,
     )
+
+
+def fit_tfidf_blend(
+    cfg: Config,
+    texts: dict[str, list[str]],
+    pairs: dict[str, list[str] | None],
+    ys: dict[str, np.ndarray],
+    labels: list[str],
+    val_probs: np.ndarray,
+    model_dir: Path,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Fit the TF-IDF model on train (C chosen on validation), stack it with the transformer's
+    validation probabilities (weights fitted on validation log loss), save it beside the model;
+    returns the blended validation probabilities and what to log."""
+    train_texts, val_texts = (tfidf_texts(texts[s], pairs[s]) for s in ("train", "validation"))
+    fitted = fit_tfidf(cfg.baseline, train_texts, ys["train"], val_texts, ys["validation"], labels, cfg.train.seed)
+    tfidf = TfidfModel.from_fitted(fitted)
+    log_val_tfidf = tfidf.log_proba(val_texts)
+    weights = fit_stack(log_clipped(val_probs), log_val_tfidf, ys["validation"])
+    tfidf.save(model_dir)
+    blended = stack(log_clipped(val_probs), log_val_tfidf, weights)
+    return blended, {
+        "blend_transformer_weight": weights[0],
+        "blend_tfidf_weight": weights[1],
+        "blend_tfidf_c": fitted.c,
+        "val_macro_f1_transformer": compute_metrics(ys["validation"], val_probs, labels)["macro_f1"],
+        "val_macro_f1_tfidf": compute_metrics(ys["validation"], np.exp(log_val_tfidf), labels)["macro_f1"],
+    }
 
 
 def log_trained_model(folder: Path, register: bool = True) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def test_cli_end_to_end_with_minilm(home, bbc_slice):
         data__labels=["business", "entertainment", "politics", "sport", "tech"],
         model__max_length=128,
         model__stride=32,
+        model__tfidf_blend=True,  # as shipped in configs/topic.yaml
         train__max_steps=4,
         train__batch_size=8,
     )

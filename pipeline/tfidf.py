@@ -1,0 +1,210 @@
+"""TF-IDF + logistic regression: the baseline stage's model, and the second member of a blend.
+
+`fit_tfidf` fits it with scikit-learn (C chosen on validation macro-F1), for `pipeline baseline`
+and for training with `model.tfidf_blend`. A blended classifier stacks the two models'
+log-probabilities, p ∝ p_transformer^a · p_tfidf^b, with a and b fitted on validation log loss
+(`fit_stack`). At predict time `TfidfModel` applies the fitted vectorizer and classifier in
+numpy: importing scikit-learn costs 2.6 s, more than the whole ONNX predict path. A test checks
+that it gives scikit-learn's probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.config import BaselineConfig
+
+TFIDF_VOCAB, TFIDF_WEIGHTS = "tfidf_vocabulary.json", "tfidf_weights.npz"
+TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+
+
+def tfidf_texts(texts: list[str], pairs: list[str] | None) -> list[str]:
+    """What the bag of words sees: the pair (claim, target or title), if any, then the text."""
+    if pairs is None:
+        return list(texts)
+    return [f"{p}\n\n{t}" for p, t in zip(pairs, texts, strict=True)]
+
+
+def _vectorizer(settings: BaselineConfig) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # TfidfModel.features reproduces exactly these settings
+    return TfidfVectorizer(
+        sublinear_tf=True,
+        ngram_range=(1, settings.ngram_max),
+        max_features=settings.max_features,
+        min_df=2,
+        strip_accents="unicode",
+    )
+
+
+@dataclass
+class FittedTfidf:
+    vectorizer: Any  # sklearn TfidfVectorizer
+    classifier: Any  # sklearn LogisticRegression
+    c: float
+    val_macro_f1_by_c: dict[float, float]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.classifier.predict_proba(self.vectorizer.transform(texts)))
+
+
+def fit_tfidf(
+    settings: BaselineConfig,
+    train_texts: list[str],
+    y_train: np.ndarray,
+    val_texts: list[str],
+    y_val: np.ndarray,
+    labels: list[str],
+    seed: int,
+) -> FittedTfidf:
+    """The vectorizer is fitted once on train; only C is searched, on validation macro-F1."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.metrics import compute_metrics
+
+    if len(set(y_train.tolist())) < len(labels):
+        missing = sorted(set(labels) - {labels[i] for i in set(y_train.tolist())})
+        raise PipelineError(f"the TF-IDF model needs train examples of every label; none of {missing}")
+    vectorizer = _vectorizer(settings)
+    x_train = vectorizer.fit_transform(train_texts)
+    x_val = vectorizer.transform(val_texts)
+
+    def fit(c: float) -> Any:
+        return LogisticRegression(C=c, solver="saga", max_iter=2000, random_state=seed).fit(x_train, y_train)
+
+    scores = {c: compute_metrics(y_val, fit(c).predict_proba(x_val), labels)["macro_f1"] for c in settings.c_grid}
+    best_c = max(settings.c_grid, key=lambda c: (scores[c], -c))
+    return FittedTfidf(vectorizer, fit(best_c), best_c, scores)
+
+
+def _strip_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+@dataclass
+class TfidfModel:
+    """A fitted TF-IDF + logistic regression model as plain arrays, applied without scikit-learn."""
+
+    terms: list[str]  # the vocabulary, in column order
+    idf: np.ndarray  # (n_terms,)
+    coef: np.ndarray  # (n_labels, n_terms); one row for two labels, as scikit-learn stores it
+    intercept: np.ndarray  # (n_labels,) or (1,)
+    ngram_max: int
+    _index: dict[str, int] | None = None
+
+    @classmethod
+    def from_fitted(cls, fitted: FittedTfidf) -> TfidfModel:
+        v = fitted.vectorizer
+        terms = [""] * len(v.vocabulary_)
+        for term, i in v.vocabulary_.items():
+            terms[i] = term
+        return cls(
+            terms,
+            np.asarray(v.idf_, dtype=np.float64),
+            np.asarray(fitted.classifier.coef_, dtype=np.float64),
+            np.asarray(fitted.classifier.intercept_, dtype=np.float64),
+            int(v.ngram_range[1]),
+        )
+
+    def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Column indices and values of one L2-normalised sublinear TF-IDF row."""
+        if self._index is None:
+            self._index = {t: i for i, t in enumerate(self.terms)}
+        tokens = TOKEN.findall(_strip_accents(text.lower()))
+        grams = Counter(tokens)
+        for n in range(2, self.ngram_max + 1):
+            grams.update(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        hits = [(self._index[g], c) for g, c in grams.items() if g in self._index]
+        if not hits:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        idx = np.asarray([i for i, _ in hits], dtype=np.int64)
+        values = np.asarray([1.0 + math.log(c) for _, c in hits]) * self.idf[idx]
+        return idx, values / np.linalg.norm(values)
+
+    def log_proba(self, texts: list[str]) -> np.ndarray:
+        scores = np.zeros((len(texts), self.coef.shape[0]))
+        for row, text in enumerate(texts):
+            idx, values = self.features(text)
+            scores[row] = self.coef[:, idx] @ values
+        scores += self.intercept
+        if self.coef.shape[0] == 1:  # binary: scikit-learn's single row scores the second label
+            scores = np.column_stack([np.zeros(len(texts)), scores[:, 0]])
+        return _log_softmax(scores)
+
+    def save(self, folder: Path) -> None:
+        (folder / TFIDF_VOCAB).write_text(
+            json.dumps({"ngram_max": self.ngram_max, "terms": self.terms}), encoding="utf-8"
+        )
+        np.savez(folder / TFIDF_WEIGHTS, idf=self.idf, coef=self.coef, intercept=self.intercept)
+
+    @classmethod
+    def load(cls, folder: Path) -> TfidfModel:
+        if not (folder / TFIDF_VOCAB).is_file() or not (folder / TFIDF_WEIGHTS).is_file():
+            raise PipelineError(f"{folder} is a blended model but its TF-IDF files are missing")
+        vocab = json.loads((folder / TFIDF_VOCAB).read_text(encoding="utf-8"))
+        with np.load(folder / TFIDF_WEIGHTS, allow_pickle=False) as w:
+            return cls(list(vocab["terms"]), w["idf"], w["coef"], w["intercept"], int(vocab["ngram_max"]))
+
+
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
+
+
+def stack(log_p_transformer: np.ndarray, log_p_tfidf: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    """Probabilities ∝ p_transformer^a · p_tfidf^b."""
+    a, b = weights
+    return np.exp(_log_softmax(a * log_p_transformer + b * log_p_tfidf))
+
+
+def fit_stack(log_p_transformer: np.ndarray, log_p_tfidf: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Non-negative (a, b) that minimise the log loss of `stack` on the given (validation) rows;
+    a smooth criterion, where counting a few hundred validation errors jumps from weight to weight."""
+    from scipy.optimize import minimize
+
+    rows = np.arange(len(y))
+
+    def log_loss(ab: np.ndarray) -> float:
+        return float(-_log_softmax(ab[0] * log_p_transformer + ab[1] * log_p_tfidf)[rows, y].mean())
+
+    result = minimize(log_loss, np.asarray([1.0, 0.0]), bounds=[(0.0, None), (0.0, None)], method="L-BFGS-B")
+    return float(result.x[0]), float(result.x[1])
+
+
+def log_clipped(probs: np.ndarray) -> np.ndarray:
+    return np.asarray(np.log(np.clip(probs, 1e-12, None)))
+
+
+def apply_blend(
+    probs: list[np.ndarray],
+    model: TfidfModel | None,
+    weights: tuple[float, float] | None,
+    texts: list[str],
+    pairs: list[str] | None,
+) -> list[np.ndarray]:
+    """The transformer's probabilities (one array per temperature) stacked with the TF-IDF model's."""
+    if model is None or weights is None or not texts:
+        return probs
+    log_tfidf = model.log_proba(tfidf_texts(texts, pairs))
+    return [stack(log_clipped(p), log_tfidf, weights) for p in probs]
+
+
+def blend_weights(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """The stacking weights a model folder's pipeline.json holds, if it is blended."""
+    weights = meta.get("tfidf_blend")
+    return (float(weights[0]), float(weights[1])) if weights else None

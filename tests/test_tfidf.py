@@ -1,0 +1,104 @@
+"""The TF-IDF model: numpy inference equal to scikit-learn's, its save/load round trip, the stacking
+weights, and a blended model trained, exported and predicted end to end on a tiny BERT."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import make_config, synthetic_rows, write_csv
+from test_train_tiny import run_cli
+
+from pipeline.config import BaselineConfig, load_config
+from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack
+
+SENTENCES = [
+    ("The Bank of England raised rates; shares fell. Shares fell again!", "business"),
+    ("Café owners and the économie: profits rose, profits rose at the bank", "business"),
+    ("Investors at a CAFÉ sold shares as the bank's profits rose and rates fell", "business"),
+    ("The team won the cup final; the team won the league", "sport"),
+    ("A late goal won the match for the team, the coach said", "sport"),
+    ("The coach praised the team after the cup match", "sport"),
+    ("New phone software lets users browse the internet faster", "tech"),
+    ("Internet users complained about the phone software update", "tech"),
+    ("A faster chip for the phone: users and software makers cheer", "tech"),
+]
+SETTINGS = BaselineConfig(max_features=1000, ngram_max=2, c_grid=[0.3, 3.0])
+
+
+def fitted_on(rows, labels):
+    texts = [t for t, _ in rows]
+    y = np.asarray([labels.index(label) for _, label in rows])
+    return fit_tfidf(SETTINGS, texts, y, texts, y, labels, seed=0), texts
+
+
+@pytest.mark.parametrize("labels", [["business", "sport", "tech"], ["business", "sport"]])
+def test_numpy_tfidf_gives_scikit_learns_probabilities(labels, tmp_path):
+    rows = [r for r in SENTENCES if r[1] in labels]
+    fitted, texts = fitted_on(rows, labels)
+    model = TfidfModel.from_fitted(fitted)
+    unseen = ["Shares in the café phone maker rose; the team's coach bought some", "", "Économie ÉCONOMIE économie"]
+    for batch in (texts, unseen):
+        assert np.allclose(np.exp(model.log_proba(batch)), fitted.predict_proba(batch), atol=1e-10)
+    model.save(tmp_path)
+    again = TfidfModel.load(tmp_path)
+    assert np.array_equal(again.log_proba(texts + unseen), model.log_proba(texts + unseen))
+
+
+def test_fit_tfidf_names_a_label_without_train_examples():
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="tech"):
+        fitted_on([r for r in SENTENCES if r[1] != "tech"], ["business", "sport", "tech"])
+
+
+def test_stack_weights_follow_the_informative_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    informative = np.full((300, 3), 0.1)
+    informative[np.arange(300), y] = 0.8
+    noise = rng.dirichlet(np.ones(3), 300)
+    a, b = fit_stack(log_clipped(informative), log_clipped(noise), y)
+    assert a > 1.0 and b < 0.1
+    b_first, a_first = fit_stack(log_clipped(noise), log_clipped(informative), y)
+    assert a_first > 1.0 and b_first < 0.1
+    # weight (1, 0) is the first model unchanged; probabilities always sum to one
+    assert np.allclose(stack(log_clipped(informative), log_clipped(noise), (1.0, 0.0)), informative)
+    assert np.allclose(stack(log_clipped(noise), log_clipped(informative), (a_first, b_first)).sum(axis=1), 1.0)
+    assert apply_blend([informative], None, None, ["x"] * 300, None)[0] is informative
+
+
+def test_blended_model_trains_exports_and_predicts_without_scikit_learn(home, tiny_model_dir):
+    from pipeline.export import export_onnx
+    from pipeline.modeling import Classifier
+    from pipeline.onnx_model import OnnxClassifier
+    from pipeline.train import train
+
+    src = write_csv(home / "news.csv", synthetic_rows(20))
+    cfg = load_config(make_config(home, tiny_model_dir, src, model__tfidf_blend=True, train__max_steps=2))
+    result = train(cfg)
+    folder = result.model_dir
+    meta = json.loads((folder / "pipeline.json").read_text())
+    a, b = meta["tfidf_blend"]
+    assert a >= 0 and b > 0, "keyword-separable text: the TF-IDF model must get weight"
+    texts = [r["text"] for r in synthetic_rows(4, seed=5)]
+    blended = Classifier.load(folder, "cpu", "fp32")
+    alone = Classifier.load(folder, "cpu", "fp32")
+    alone.tfidf, alone.blend = None, None
+    expected = stack(log_clipped(alone.predict_proba(texts)), blended.tfidf.log_proba(texts), (a, b))
+    assert np.allclose(blended.predict_proba(texts), expected)
+    assert export_onnx(folder, False, texts, None)["agreement"] == 1.0
+    assert np.allclose(OnnxClassifier.load(folder).predict_proba(texts), expected, atol=1e-4)
+
+    article = home / "a.txt"
+    article.write_text("match goal team player coach season cup league win goal\n")
+    env = {**os.environ, "PIPELINE_HOME": str(home)}
+    command = [sys.executable, "-X", "importtime", "-m", "pipeline", "predict", "--model", str(folder), str(article)]
+    traced = subprocess.run([*command, "--no-stance"], capture_output=True, text=True, env=env, timeout=300)
+    assert traced.returncode == 0, traced.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if "import time" in line}
+    assert not {"sklearn", "scipy", "torch"} & imported
+    out = run_cli(home, "predict", "--model", str(folder), "--no-stance", "--json", str(article))
+    assert json.loads(out.stdout)["topic"]["label"] == "sport"
