@@ -398,8 +398,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             val_probs, blend_stats = fit_tfidf_blend(cfg, texts, pairs, ys, labels, val_probs, model_dir)
             mlflow.log_metrics(blend_stats)
             best_f1 = compute_metrics(ys["validation"], val_probs, labels)["macro_f1"]
-            meta |= {"tfidf_blend": [blend_stats["blend_transformer_weight"], blend_stats["blend_tfidf_weight"]]}
-            meta |= {"val_macro_f1": best_f1}
+            weights = [blend_stats["blend_transformer_weight"], blend_stats["blend_tfidf_weight"]]
+            meta |= {"tfidf_blend": weights, "val_macro_f1": best_f1}
         write_json_atomic(meta_path, meta)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
         log_metrics(compute_metrics(ys["validation"], val_probs, labels), "val")
@@ -424,9 +424,13 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 )
             else:  # every window combination is logged, so article-level settings can be chosen on a dev set
                 logits, windows = best.window_logits(extra.texts, extra.pairs)
-                for how in ("mean_logits", "max_logits", "mean_probs", "first"):
-                    probs = combine_windows(logits / best.temperature, windows.owner, len(extra.texts), how)
-                    probs = apply_blend([probs], best.tfidf, best.blend, extra.texts, extra.pairs)[0]
+                hows = ("mean_logits", "max_logits", "mean_probs", "first")
+                combined = [
+                    combine_windows(logits / best.temperature, windows.owner, len(extra.texts), how) for how in hows
+                ]
+                # one TF-IDF pass per set, stacked with every combination
+                blended = apply_blend(combined, best.tfidf, best.blend, extra.texts, extra.pairs)
+                for how, probs in zip(hows, blended, strict=True):
                     scored = compute_metrics(y_extra, probs, labels)
                     mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
                     if how == best.combine:
@@ -482,10 +486,10 @@ def fit_tfidf_blend(
     train_texts, val_texts = (tfidf_texts(texts[s], pairs[s]) for s in ("train", "validation"))
     fitted = fit_tfidf(cfg.baseline, train_texts, ys["train"], val_texts, ys["validation"], labels, cfg.train.seed)
     tfidf = TfidfModel.from_fitted(fitted)
-    log_val_tfidf = tfidf.log_proba(val_texts)
-    weights = fit_stack(log_clipped(val_probs), log_val_tfidf, ys["validation"])
+    log_val_tfidf, log_val_transformer = tfidf.log_proba(val_texts), log_clipped(val_probs)
+    weights = fit_stack(log_val_transformer, log_val_tfidf, ys["validation"])
     tfidf.save(model_dir)
-    blended = stack(log_clipped(val_probs), log_val_tfidf, weights)
+    blended = stack(log_val_transformer, log_val_tfidf, weights)
     return blended, {
         "blend_transformer_weight": weights[0],
         "blend_tfidf_weight": weights[1],
