@@ -386,11 +386,19 @@ def export(
     folder, uri = tracking.resolve_model(model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}")
     check = prepared_split_data(cfg, "validation")
     n = min(len(check.texts), 500)
-    r = export_onnx(folder, int8, check.texts[:n], check.pairs[:n] if check.pairs is not None else None)
+    pairs = check.pairs[:n] if check.pairs is not None else None
+    r = export_onnx(folder, int8, check.texts[:n], pairs, cfg.model.tfidf_first)
     typer.echo(
         f"{uri}: {r['onnx']} written to {r['folder']}; same label as PyTorch on {r['agreement']:.1%} "
         f"of {n} validation texts (largest probability difference {r['max_prob_diff']:.4f})"
     )
+    if cfg.model.tfidf_first:
+        typer.echo(
+            f"TF-IDF first: answers alone where its top probability is ≥ {r['tfidf_first']} "
+            f"({r['tfidf_first_share']:.0%} of the validation texts), no validation label changed"
+            if r["tfidf_first"] is not None
+            else "TF-IDF first: every threshold would change a validation label; the transformer reads every text"
+        )
 
 
 @app.command()
@@ -425,7 +433,9 @@ def bench(
     r = bench_predict(_config(config, set_, profile), model, limit)
     if as_json:
         keys = ("baseline_bs1_articles_per_s", "baseline_bs16_articles_per_s", "articles_per_s")
-        _echo_json({k: r[k] for k in (*keys, "speedup_vs_bs1", "speedup_vs_bs16", "macro_f1")})
+        _echo_json(
+            {k: r[k] for k in (*keys, "speedup_vs_bs1", "speedup_vs_bs16", "macro_f1", "transformer_read_share")}
+        )
         return
     typer.echo(f"{r['model_uri']} on {r['n']} test articles, {r['device']}:")
     for m in r["runs"]:
@@ -435,7 +445,8 @@ def bench(
         )
     typer.echo(f"  speed-up: {r['speedup_vs_bs1']:.2f}x batch 1, {r['speedup_vs_bs16']:.2f}x batch 16")
     typer.echo(
-        f"  our predict path gives the PyTorch model's label on {r['label_agreement_with_torch']:.1%} of articles"
+        f"  our predict path gives the fp32 PyTorch model's label on {r['label_agreement_with_torch']:.1%} of "
+        f"articles; the transformer read {r['transformer_read_share']:.0%} of them"
     )
 
 

@@ -105,6 +105,7 @@ class ModelConfig(Strict):
     gate_threshold: float = Field(gt=0.0, lt=1.0)
     mark_pair: bool
     tfidf_blend: bool
+    tfidf_first: bool
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
@@ -112,11 +113,16 @@ class ModelConfig(Strict):
             raise ValueError(f"model.stride ({self.stride}) must be under half of max_length ({self.max_length})")
         if self.tfidf_blend and self.gate_label is not None:
             raise ValueError("model.tfidf_blend and model.gate_label cannot both be set")
+        if self.tfidf_first and not self.tfidf_blend:
+            raise ValueError("model.tfidf_first needs model.tfidf_blend: true")
         return self
 
 
 class TrainConfig(Strict):
     windows: Literal["first", "all"]
+    max_length: int | None = Field(ge=16, le=8192)  # training windows; null: model.max_length
+    stride: int | None = Field(ge=0)  # null: model.stride
+    max_windows: int | None = Field(ge=1)  # with windows: all; null: model.max_windows
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
@@ -129,6 +135,12 @@ class TrainConfig(Strict):
     output_dir: str
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> TrainConfig:
+        if self.max_length is not None and self.stride is not None and self.stride >= self.max_length // 2:
+            raise ValueError(f"train.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+        return self
 
 
 class RuntimeConfig(Strict):

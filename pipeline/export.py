@@ -3,6 +3,9 @@
 `predict` and `evaluate` then run it with ONNX Runtime and the `tokenizers` library, without
 importing torch or transformers. The export is checked on the task's validation articles: the
 labels must match the PyTorch model on at least `MIN_AGREEMENT` of them, else nothing is kept.
+With `model.tfidf_first`, a blended model also gets, from the same validation texts, the lowest
+threshold at which letting the TF-IDF model answer alone (where its top probability reaches it)
+changes none of the blend's labels: above it the transformer is not run at all.
 """
 
 from __future__ import annotations
@@ -22,14 +25,19 @@ MIN_AGREEMENT = 0.99
 OPSET = 17
 
 
-def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: list[str] | None) -> dict[str, Any]:
+def export_onnx(
+    folder: Path, int8: bool, check_texts: list[str], check_pairs: list[str] | None, tfidf_first: bool = False
+) -> dict[str, Any]:
     """Write model.onnx (and model.int8.onnx) into `folder`; record it in pipeline.json when the
-    exported model agrees with the PyTorch one on the check texts. Returns the agreement figures."""
+    exported model agrees with the PyTorch one on the check texts. With `tfidf_first` (a blended
+    model), also fit on the check texts the threshold above which the TF-IDF model answers alone.
+    Returns the agreement figures."""
     import torch
 
     from pipeline.modeling import MODEL_META, Classifier
 
     clf = Classifier.load(folder, "cpu", "fp32")
+    clf.tfidf_first = None  # compared and fitted against the whole blend, whatever an earlier export set
     if clf.gate is not None:
         raise PipelineError("two-stage (gated) models cannot be exported yet: their gate is not in the graph")
     model = clf.model.eval()
@@ -71,7 +79,9 @@ def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: l
         reference = clf.predict_proba(check_texts, check_pairs)
         from pipeline.onnx_model import OnnxClassifier
 
-        candidate = OnnxClassifier.load(folder, onnx_file=tmp / chosen).predict_proba(check_texts, check_pairs)
+        onnx_clf = OnnxClassifier.load(folder, onnx_file=tmp / chosen)
+        onnx_clf.meta = {**onnx_clf.meta, "tfidf_first": None}
+        candidate = onnx_clf.predict_proba(check_texts, check_pairs)
         agreement = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
         max_diff = float(np.abs(reference - candidate).max()) if len(reference) else 0.0
         if agreement < MIN_AGREEMENT:
@@ -85,13 +95,30 @@ def export_onnx(folder: Path, int8: bool, check_texts: list[str], check_pairs: l
         for leftover in tmp.glob("*"):
             leftover.unlink()
         tmp.rmdir()
+    threshold, share = None, 0.0
+    if tfidf_first:
+        if clf.tfidf is None:
+            raise PipelineError("model.tfidf_first needs a blended model (model.tfidf_blend: true when it was trained)")
+        from pipeline.tfidf import fit_tfidf_first, tfidf_texts
+
+        p_tfidf = np.exp(clf.tfidf.log_proba(tfidf_texts(check_texts, check_pairs)))
+        threshold = fit_tfidf_first(p_tfidf, candidate)
+        share = float((p_tfidf.max(axis=1) >= threshold).mean()) if threshold is not None else 0.0
     meta_path = folder / MODEL_META
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["onnx"] = chosen
+    meta["tfidf_first"] = threshold
     from pipeline.io import write_json_atomic
 
     write_json_atomic(meta_path, meta)
-    return {"folder": str(folder), "onnx": chosen, "agreement": agreement, "max_prob_diff": max_diff}
+    return {
+        "folder": str(folder),
+        "onnx": chosen,
+        "agreement": agreement,
+        "max_prob_diff": max_diff,
+        "tfidf_first": threshold,
+        "tfidf_first_share": share,
+    }
 
 
 def _quiet_export() -> None:

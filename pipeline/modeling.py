@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.tfidf import TfidfModel, apply_blend, blend_weights
+from pipeline.tfidf import TfidfModel, blend_weights, blended_predict, tfidf_first_threshold
 
 if TYPE_CHECKING:
     import torch
@@ -368,6 +368,7 @@ class Classifier:
     mark_pair: bool = False  # mentions of the pair (target) in the text are marked, as in training
     tfidf: TfidfModel | None = None  # blended: its log-probabilities are stacked with the transformer's
     blend: tuple[float, float] | None = None  # the stacking weights (transformer, TF-IDF), fitted on validation
+    tfidf_first: float | None = None  # where the TF-IDF model is this sure, it answers alone (fitted by export)
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
@@ -387,9 +388,14 @@ class Classifier:
         if not texts:
             return [np.zeros((0, len(self.labels))) for _ in temperatures]
         if self.gate is None:
-            logits, windows = self.window_logits(texts, pairs)
-            probs = [combine_windows(logits / t, windows.owner, len(texts), self.combine) for t in temperatures]
-            return apply_blend(probs, self.tfidf, self.blend, texts, pairs)
+
+            def transformer_probs(texts: list[str], pairs: list[str] | None) -> list[np.ndarray]:
+                logits, windows = self.window_logits(texts, pairs)
+                return [combine_windows(logits / t, windows.owner, len(texts), self.combine) for t in temperatures]
+
+            if self.tfidf is None or self.blend is None:
+                return transformer_probs(texts, pairs)
+            return blended_predict(texts, pairs, self.tfidf, self.blend, self.tfidf_first, transformer_probs)
         if pairs is None:
             raise PipelineError("this two-stage model classifies pairs: give the pair column (claim or headline)")
         from pipeline.gate import combine_gate
@@ -423,6 +429,7 @@ class Classifier:
             "temperature": self.temperature,
             "mark_pair": self.mark_pair,
             "tfidf_blend": list(self.blend) if self.blend is not None else None,
+            "tfidf_first": self.tfidf_first,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -463,4 +470,5 @@ class Classifier:
             mark_pair=bool(meta.get("mark_pair", False)),
             tfidf=TfidfModel.load(folder) if meta.get("tfidf_blend") else None,
             blend=blend_weights(meta),
+            tfidf_first=tfidf_first_threshold(meta),
         )

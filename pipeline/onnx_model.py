@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches, marked_texts
-from pipeline.tfidf import TfidfModel, apply_blend, blend_weights
+from pipeline.tfidf import TfidfModel, blend_weights, blended_predict, tfidf_first_threshold
 
 
 @dataclass
@@ -91,6 +91,13 @@ class OnnxClassifier:
             return np.zeros((0, len(self.labels)))
         if self.meta.get("gate_label"):
             raise PipelineError("two-stage (gated) models have no ONNX path yet")
+        weights = blend_weights(self.meta)
+        if self.tfidf is None or weights is None:
+            return self.transformer_probs(texts, pairs)[0]
+        threshold = tfidf_first_threshold(self.meta)
+        return blended_predict(texts, pairs, self.tfidf, weights, threshold, self.transformer_probs)[0]
+
+    def transformer_probs(self, texts: list[str], pairs: list[str] | None) -> list[np.ndarray]:
         windows = self.windows(texts, pairs)
         logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         for idx in length_batches([len(x) for x in windows.input_ids], self.batch_size):
@@ -105,5 +112,4 @@ class OnnxClassifier:
                 attention_mask[row, :n] = 1
             feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
             logits[idx] = self.session.run(["logits"], feed)[0]
-        probs = combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)
-        return apply_blend([probs], self.tfidf, blend_weights(self.meta), texts, pairs)[0]
+        return [combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)]

@@ -15,6 +15,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,7 +205,56 @@ def apply_blend(
     return [stack(log_clipped(p), log_tfidf, weights) for p in probs]
 
 
+# thresholds tried for answering with the TF-IDF model alone (`fit_tfidf_first`)
+TFIDF_FIRST_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 ... 0.95
+
+
+def fit_tfidf_first(
+    p_tfidf: np.ndarray, p_full: np.ndarray, grid: tuple[float, ...] = TFIDF_FIRST_GRID
+) -> float | None:
+    """The lowest threshold at which answering with the TF-IDF model alone, wherever its top
+    probability reaches it, changes no label the blended model gives these (validation) rows;
+    None when every threshold of the grid changes one."""
+    full, sure_of = p_full.argmax(axis=1), p_tfidf.max(axis=1)
+    for threshold in sorted(grid):
+        sure = sure_of >= threshold
+        if (p_tfidf[sure].argmax(axis=1) == full[sure]).all():
+            return float(threshold)
+    return None
+
+
+def blended_predict(
+    texts: list[str],
+    pairs: list[str] | None,
+    model: TfidfModel,
+    weights: tuple[float, float],
+    threshold: float | None,
+    transformer_probs: Callable[[list[str], list[str] | None], list[np.ndarray]],
+) -> list[np.ndarray]:
+    """The blend, one array per array `transformer_probs` returns. With a `threshold`, the texts the
+    TF-IDF model is that sure of keep its probabilities and never reach the transformer: the
+    expensive model reads only the articles the cheap one is unsure of."""
+    log_tfidf = model.log_proba(tfidf_texts(texts, pairs))
+    p_tfidf = np.exp(log_tfidf)
+    rest = np.arange(len(texts)) if threshold is None else np.flatnonzero(p_tfidf.max(axis=1) < threshold)
+    if len(rest) == 0:
+        return [p_tfidf]
+    sub = transformer_probs([texts[i] for i in rest], [pairs[i] for i in rest] if pairs is not None else None)
+    out = []
+    for probs in sub:
+        blended = p_tfidf.copy()
+        blended[rest] = stack(log_clipped(probs), log_tfidf[rest], weights)
+        out.append(blended)
+    return out
+
+
 def blend_weights(meta: dict[str, Any]) -> tuple[float, float] | None:
     """The stacking weights a model folder's pipeline.json holds, if it is blended."""
     weights = meta.get("tfidf_blend")
     return (float(weights[0]), float(weights[1])) if weights else None
+
+
+def tfidf_first_threshold(meta: dict[str, Any]) -> float | None:
+    """Where the TF-IDF model answers alone (set by `pipeline export` on validation), if anywhere."""
+    value = meta.get("tfidf_first")
+    return float(value) if value is not None else None

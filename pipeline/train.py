@@ -81,9 +81,11 @@ def class_weights(y: np.ndarray, n_labels: int, how: str = "balanced") -> np.nda
 def training_windows(
     cfg: Config, tokenizer: Any, texts: list[str], pairs: list[str] | None, y: np.ndarray
 ) -> tuple[Windows, np.ndarray]:
-    m = cfg.model
-    max_windows = 1 if cfg.train.windows == "first" else m.max_windows
-    windows = encode_windows(tokenizer, texts, pairs, m.max_length, m.stride, max_windows, m.mark_pair)
+    m, t = cfg.model, cfg.train
+    # training may see longer or more windows than the model reads at evaluate and predict time
+    max_length, stride = t.max_length or m.max_length, m.stride if t.stride is None else t.stride
+    max_windows = 1 if t.windows == "first" else t.max_windows or m.max_windows
+    windows = encode_windows(tokenizer, texts, pairs, max_length, stride, max_windows, m.mark_pair)
     return windows, y[np.asarray(windows.owner)]
 
 

@@ -83,8 +83,9 @@ def make_config(home: Path, model: str | Path, source: Path, **changes: object) 
     raw["data"].update(source=str(source), split_column=None, labels=None, prepared_dir=str(home / "prepared"))
     raw["data"].update(extra_train=[], extra_tests=[])  # the shipped AllSides sets: tests give their own
     # the transformer alone unless a test asks for the TF-IDF blend (which would mask what the model learnt)
-    raw["model"].update(name=str(model), max_length=64, stride=16, max_windows=4, tfidf_blend=False)
+    raw["model"].update(name=str(model), max_length=64, stride=16, max_windows=4, tfidf_blend=False, tfidf_first=False)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model"), max_steps=None)
+    raw["train"].update(max_length=None, stride=None, max_windows=None)  # training reads what the model reads
     return write_test_config(raw, changes, home / "config.yaml")
 
 

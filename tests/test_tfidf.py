@@ -12,7 +12,17 @@ from conftest import make_config, synthetic_rows, write_csv
 from test_train_tiny import run_cli
 
 from pipeline.config import BaselineConfig, load_config
-from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack
+from pipeline.tfidf import (
+    TFIDF_FIRST_GRID,
+    TfidfModel,
+    apply_blend,
+    blended_predict,
+    fit_stack,
+    fit_tfidf,
+    fit_tfidf_first,
+    log_clipped,
+    stack,
+)
 
 SENTENCES = [
     ("The Bank of England raised rates; shares fell. Shares fell again!", "business"),
@@ -92,6 +102,19 @@ def test_blended_model_trains_exports_and_predicts_without_scikit_learn(home, ti
     assert export_onnx(folder, False, texts, None)["agreement"] == 1.0
     assert np.allclose(OnnxClassifier.load(folder).predict_proba(texts), expected, atol=1e-4)
 
+    # TF-IDF first: fitted on the check texts, it changes none of their labels, and where the TF-IDF
+    # model is sure enough its own probabilities are the answer
+    report = export_onnx(folder, False, texts, None, tfidf_first=True)
+    threshold = json.loads((folder / "pipeline.json").read_text())["tfidf_first"]
+    assert report["tfidf_first"] == threshold and threshold in TFIDF_FIRST_GRID
+    p_tfidf = np.exp(blended.tfidf.log_proba(texts))
+    sure = p_tfidf.max(axis=1) >= threshold
+    assert report["tfidf_first_share"] == sure.mean() > 0
+    for model in (Classifier.load(folder, "cpu", "fp32"), OnnxClassifier.load(folder)):
+        probs = model.predict_proba(texts)
+        assert (probs.argmax(axis=1) == expected.argmax(axis=1)).all()
+        assert np.allclose(probs[sure], p_tfidf[sure]) and np.allclose(probs[~sure], expected[~sure], atol=1e-4)
+
     article = home / "a.txt"
     article.write_text("match goal team player coach season cup league win goal\n")
     env = {**os.environ, "PIPELINE_HOME": str(home)}
@@ -102,3 +125,34 @@ def test_blended_model_trains_exports_and_predicts_without_scikit_learn(home, ti
     assert not {"sklearn", "scipy", "torch"} & imported
     out = run_cli(home, "predict", "--model", str(folder), "--no-stance", "--json", str(article))
     assert json.loads(out.stdout)["topic"]["label"] == "sport"
+
+
+def test_tfidf_first_threshold_is_the_lowest_that_changes_no_label():
+    p_tfidf = np.asarray([[0.9, 0.1], [0.55, 0.45], [0.4, 0.6], [0.7, 0.3]])
+    p_full = np.asarray([[0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    # row 1: the TF-IDF model says 0 at 0.55 where the blend says 1, so 0.55 and below change a label
+    assert fit_tfidf_first(p_tfidf, p_full, (0.3, 0.5, 0.55, 0.6, 0.95)) == 0.6
+    assert fit_tfidf_first(p_tfidf, p_full, (0.3, 0.5)) is None
+
+
+def test_blended_predict_runs_the_transformer_only_where_the_tfidf_model_is_unsure():
+    class Tfidf:
+        def log_proba(self, texts):
+            return np.log(np.asarray([[0.9, 0.1] if "sure" in t else [0.5, 0.5] for t in texts]))
+
+    seen = []
+
+    def transformer(texts, pairs):
+        seen.extend(texts)
+        return [np.tile([0.2, 0.8], (len(texts), 1))]
+
+    texts = ["sure a", "maybe b", "sure c", "maybe d"]
+    out = blended_predict(texts, None, Tfidf(), (1.0, 1.0), 0.8, transformer)[0]
+    assert seen == ["maybe b", "maybe d"]
+    assert np.allclose(out[[0, 2]], [0.9, 0.1]) and np.allclose(out[[1, 3]], [0.2, 0.8])
+    seen.clear()
+    everything = blended_predict(texts, None, Tfidf(), (1.0, 1.0), None, transformer)[0]
+    assert seen == texts and np.allclose(everything[0], [0.18 / 0.26, 0.08 / 0.26])
+    seen.clear()
+    assert np.allclose(blended_predict(["sure"], None, Tfidf(), (1.0, 1.0), 0.8, transformer)[0], [[0.9, 0.1]])
+    assert seen == []

@@ -100,3 +100,27 @@ def test_mentions_of_the_target_are_marked_whole_words_only():
     assert mark_mentions("no mention here", "NATO") == "no mention here"
     assert mark_mentions("a (U.S.) deal", "U.S.") == "a (<< U.S. >>) deal"
     assert mark_mentions("unchanged", "  ") == "unchanged"
+
+
+def test_training_windows_follow_train_settings_else_the_models(tokenizer):
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.train import training_windows
+
+    root = Path(__file__).resolve().parents[1]
+    text = " ".join(f"word{i}" for i in range(700))
+    y = np.asarray([3])
+    lede = ["model.max_length=128", "model.stride=32", "model.max_windows=1"]
+    cfg = load_config(
+        root / "configs" / "topic.yaml", [*lede, "train.max_length=512", "train.stride=128", "train.max_windows=4"]
+    )
+    windows, labels = training_windows(cfg, tokenizer, [text], ["a title"], y)
+    assert len(windows) > 1 and max(len(ids) for ids in windows.input_ids) == 512
+    assert labels.tolist() == [3] * len(windows)
+    assert windows.input_ids == encode_windows(tokenizer, [text], ["a title"], 512, 128, 4).input_ids
+    same = load_config(root / "configs" / "topic.yaml", lede)  # train.*: null, so the model's windows
+    windows, _ = training_windows(same, tokenizer, [text], ["a title"], y)
+    assert windows.input_ids == encode_windows(tokenizer, [text], ["a title"], 128, 32, 1).input_ids
+    with pytest.raises(PipelineError, match=r"train\.stride"):
+        load_config(root / "configs" / "topic.yaml", ["train.max_length=512", "train.stride=300"])
