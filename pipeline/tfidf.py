@@ -201,8 +201,7 @@ def apply_blend(
     """The transformer's probabilities (one array per temperature) stacked with the TF-IDF model's."""
     if model is None or weights is None or not texts:
         return probs
-    log_tfidf = model.log_proba(tfidf_texts(texts, pairs))
-    return [stack(log_clipped(p), log_tfidf, weights) for p in probs]
+    return blended_predict(texts, pairs, model, weights, None, lambda *_: probs)
 
 
 # thresholds tried for answering with the TF-IDF model alone (`fit_tfidf_first`)
