@@ -175,7 +175,7 @@ def bench_train(cfg: Config, steps: int) -> dict[str, Any]:
     from pathlib import Path
 
     from datasets import Dataset, load_from_disk
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from pipeline.data import prepare
     from pipeline.modeling import build_classifier, load_tokenizer, pick_device, set_threads
@@ -210,6 +210,7 @@ def bench_train(cfg: Config, steps: int) -> dict[str, Any]:
         use_cpu=pick_device(cfg.runtime.device).type == "cpu",
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)  # it prints its log dict to stdout, into --json's output
     start = time.perf_counter()
     trainer.train()
     trainer_rate = steps / (time.perf_counter() - start)
@@ -222,4 +223,5 @@ def bench_train(cfg: Config, steps: int) -> dict[str, Any]:
         "speedup": ours.steps_per_second / trainer_rate,
         "trainer_optim": str(args.optim),
         "trainer_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "fast_paths": cfg.train.fast_paths,
     }

@@ -427,7 +427,8 @@ def bench(
             f"  transformers.Trainer (defaults: {t['trainer_optim']}, {t['trainer_precision']}) "
             f"{t['trainer_steps_per_s']:.3f} steps/s"
         )
-        typer.echo(f"  pipeline train                                  {t['ours_steps_per_s']:.3f} steps/s")
+        ours = "pipeline train (train.fast_paths)" if t["fast_paths"] else "pipeline train"
+        typer.echo(f"  {ours:<46}  {t['ours_steps_per_s']:.3f} steps/s")
         typer.echo(f"  speed-up: {t['speedup']:.2f}x")
         return
     r = bench_predict(_config(config, set_, profile), model, limit)

@@ -135,6 +135,7 @@ class TrainConfig(Strict):
     output_dir: str
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)
+    fast_paths: bool  # pipeline/fast_bert.py: [CLS]-only last layer, torch.rand dropout masks on CPU
 
     @model_validator(mode="after")
     def _stride_fits(self) -> TrainConfig:

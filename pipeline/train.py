@@ -142,6 +142,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import get_linear_schedule_with_warmup
 
@@ -209,6 +210,13 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     keep = sample_rows(ys["train"][rows], cfg.train.max_examples, cfg.train.seed)
     rows = rows[keep]
     model = build_classifier(m.name, labels, m.attention_dropout, m.pooling)
+    fast_paths = {"first_token_last_layer": False, "rand_dropout": False}
+    if cfg.train.fast_paths:
+        from pipeline.fast_bert import first_token_last_layer, rand_dropout
+
+        fast_paths["first_token_last_layer"] = first_token_last_layer(model)
+        # CUDA's dropout kernel is fast already; the swap pays on CPU only
+        fast_paths["rand_dropout"] = device.type == "cpu" and rand_dropout(model) > 0
     train_windows, train_y = training_windows(
         cfg,
         tokenizer,
@@ -254,6 +262,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 "data_digest": prepared.card["content_digest"],
                 "device": str(device),
                 "precision": precision,
+                "fast_paths": ",".join(k for k, on in fast_paths.items() if on) or "none",
                 "pseudo_labels": str(pseudo_labels).lower(),
             }
         )
@@ -287,6 +296,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             disable=not (show_progress and accelerator.is_main_process),
+            console=Console(stderr=True),  # stdout is for results (`--json`)
         )
         with progress:
             bar = progress.add_task("train", total=total_steps, epoch=1, loss=float("nan"))

@@ -225,13 +225,15 @@ def test_bench_measures_both_paths_side_by_side(trained):
     assert r["macro_f1"]["baseline_bs1"] == pytest.approx(r["macro_f1"]["baseline_bs16"])
 
 
-def test_bench_train_compares_step_rates_on_the_same_windows(trained):
+def test_bench_train_compares_step_rates_on_the_same_windows(trained, capsys):
     from pipeline.bench import bench_train
 
     cfg, _ = trained
     r = bench_train(cfg, steps=2)
     assert r["steps"] == 2 and r["ours_steps_per_s"] > 0 and r["trainer_steps_per_s"] > 0
     assert r["speedup"] == pytest.approx(r["ours_steps_per_s"] / r["trainer_steps_per_s"])
+    assert r["fast_paths"] is True
+    assert capsys.readouterr().out == "", "stdout is --json's: the Trainer must not print its logs there"
 
 
 def test_registered_pyfunc_returns_every_class_probability(trained):
