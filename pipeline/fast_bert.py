@@ -53,11 +53,12 @@ class FirstTokenBertLayer(BertLayer):
 
 def first_token_last_layer(model: nn.Module) -> bool:
     """Let the last layer of a BERT [CLS] classifier compute position 0 only; False where that does
-    not apply (another architecture, mean pooling, a decoder)."""
+    not apply (another architecture, mean pooling, a decoder, flash-attention kernels)."""
     if type(model) is not BertForSequenceClassification:
         return False
     config = model.config
-    if config.is_decoder or config.add_cross_attention:
+    # flash-attention kernels take a 2-D padding mask and equal query and key lengths: left as they are
+    if config.is_decoder or config.add_cross_attention or config._attn_implementation not in ("sdpa", "eager"):
         return False
     model.bert.encoder.layer[-1].__class__ = FirstTokenBertLayer
     return True
