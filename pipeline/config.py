@@ -104,6 +104,7 @@ class ModelConfig(Strict):
     gate_label: str | None
     gate_threshold: float = Field(gt=0.0, lt=1.0)
     mark_pair: bool
+    evidence_first: bool
     tfidf_blend: bool
     tfidf_first: bool
 

@@ -173,10 +173,18 @@ def mark_mentions(text: str, target: str) -> str:
     return pattern.sub(lambda m: f"{MENTION_OPEN} {m.group(0)} {MENTION_CLOSE}", text)
 
 
-def marked_texts(texts: list[str], pairs: list[str] | None, mark_pair: bool) -> list[str]:
-    if not mark_pair or pairs is None:
+def marked_texts(texts: list[str], pairs: list[str] | None, mark_pair: bool, evidence_first: bool = False) -> list[str]:
+    """The texts as the model reads them: sentences that share the pair's words first
+    (`model.evidence_first`), then the pair's mentions marked (`model.mark_pair`)."""
+    if pairs is None:
         return texts
-    return [mark_mentions(t, p) for t, p in zip(texts, pairs, strict=True)]
+    if evidence_first:
+        from pipeline.evidence import evidence_first as reorder
+
+        texts = [reorder(t, p) for t, p in zip(texts, pairs, strict=True)]
+    if mark_pair:
+        texts = [mark_mentions(t, p) for t, p in zip(texts, pairs, strict=True)]
+    return texts
 
 
 def encode_windows(
@@ -187,10 +195,11 @@ def encode_windows(
     stride: int,
     max_windows: int,
     mark_pair: bool = False,
+    evidence_first: bool = False,
 ) -> Windows:
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
-    texts = marked_texts(texts, pairs, mark_pair)
+    texts = marked_texts(texts, pairs, mark_pair, evidence_first)
     args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
     enc = tokenizer(
         *args,
@@ -366,13 +375,21 @@ class Classifier:
     gate: RelatednessGate | None = None  # two-stage: the gate takes off the rows it is sure of first
     temperature: float = 1.0  # window logits are divided by it (fitted on validation after training)
     mark_pair: bool = False  # mentions of the pair (target) in the text are marked, as in training
+    evidence_first: bool = False  # the text's sentences sharing most words with the pair come first
     tfidf: TfidfModel | None = None  # blended: its log-probabilities are stacked with the transformer's
     blend: tuple[float, float] | None = None  # the stacking weights (transformer, TF-IDF), fitted on validation
     tfidf_first: float | None = None  # where the TF-IDF model is this sure, it answers alone (fitted by export)
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
-            self.tokenizer, texts, pairs, self.max_length, self.stride, self.max_windows, self.mark_pair
+            self.tokenizer,
+            texts,
+            pairs,
+            self.max_length,
+            self.stride,
+            self.max_windows,
+            self.mark_pair,
+            self.evidence_first,
         )
         pad_id = int(self.tokenizer.pad_token_id or 0)
         logits = window_logits(self.model, windows, pad_id, self.batch_size, self.device, self.precision)
@@ -428,6 +445,7 @@ class Classifier:
             "gate_label": self.gate.label if self.gate else None,
             "temperature": self.temperature,
             "mark_pair": self.mark_pair,
+            "evidence_first": self.evidence_first,
             "tfidf_blend": list(self.blend) if self.blend is not None else None,
             "tfidf_first": self.tfidf_first,
         }
@@ -468,6 +486,7 @@ class Classifier:
             gate=RelatednessGate.load(folder) if meta.get("gate_label") else None,
             temperature=float(meta.get("temperature", 1.0)),
             mark_pair=bool(meta.get("mark_pair", False)),
+            evidence_first=bool(meta.get("evidence_first", False)),
             tfidf=TfidfModel.load(folder) if meta.get("tfidf_blend") else None,
             blend=blend_weights(meta),
             tfidf_first=tfidf_first_threshold(meta),

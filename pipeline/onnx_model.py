@@ -76,7 +76,9 @@ class OnnxClassifier:
         tok.enable_truncation(
             self.max_length, stride=self.stride, strategy="only_second" if pairs is not None else "longest_first"
         )
-        texts = marked_texts(texts, pairs, bool(self.meta.get("mark_pair", False)))
+        texts = marked_texts(
+            texts, pairs, bool(self.meta.get("mark_pair", False)), bool(self.meta.get("evidence_first", False))
+        )
         inputs: list[Any] = list(zip(pairs, texts, strict=True)) if pairs is not None else texts
         ids, types, owner = [], [], []
         for article, encoding in enumerate(tok.encode_batch(inputs)):

@@ -85,7 +85,7 @@ def training_windows(
     # training may see longer or more windows than the model reads at evaluate and predict time
     max_length, stride = t.max_length or m.max_length, m.stride if t.stride is None else t.stride
     max_windows = 1 if t.windows == "first" else t.max_windows or m.max_windows
-    windows = encode_windows(tokenizer, texts, pairs, max_length, stride, max_windows, m.mark_pair)
+    windows = encode_windows(tokenizer, texts, pairs, max_length, stride, max_windows, m.mark_pair, m.evidence_first)
     return windows, y[np.asarray(windows.owner)]
 
 
@@ -129,6 +129,7 @@ def gated_split(
         m.stride,
         m.max_windows,
         m.mark_pair,
+        m.evidence_first,
     )
     return GatedSplit(passed, p_gate, windows)
 
@@ -366,6 +367,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                             pooling=m.pooling,
                             gate=gate,
                             mark_pair=m.mark_pair,
+                            evidence_first=m.evidence_first,
                         )
                         with atomic_dir(model_dir) as tmp:
                             clf.save(

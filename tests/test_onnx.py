@@ -37,6 +37,10 @@ def test_onnx_windows_are_the_tokenizers_windows(exported):
     marked = encode_windows(torch_clf.tokenizer, ["Ankara and ankara's ally"], ["Ankara"], 64, 16, 4, mark_pair=True)
     fast.meta["mark_pair"] = True
     assert fast.windows(["Ankara and ankara's ally"], ["Ankara"]).input_ids == marked.input_ids
+    body = ["Nothing here. Ankara is named here. Nor here."]
+    reordered = encode_windows(torch_clf.tokenizer, body, ["Ankara"], 64, 16, 4, mark_pair=True, evidence_first=True)
+    fast.meta["evidence_first"] = True
+    assert fast.windows(body, ["Ankara"]).input_ids == reordered.input_ids
 
 
 def test_onnx_gives_the_torch_probabilities_and_is_what_predict_loads(exported):
