@@ -136,6 +136,7 @@ class TrainConfig(Strict):
     output_dir: str
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)
+    class_bias: bool  # per-class offsets fitted on validation for macro-F1, applied wherever the model predicts
     fast_paths: bool  # pipeline/fast_bert.py: [CLS]-only last layer, torch.rand dropout masks on CPU
 
     @model_validator(mode="after")

@@ -300,6 +300,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
+def apply_class_bias(probs: np.ndarray, bias: list[float] | None) -> np.ndarray:
+    """Probabilities times exp(bias), renormalised: the decision rule fitted on validation
+    (`train.class_bias`); no bias leaves them as they are."""
+    if not bias:
+        return probs
+    shifted = probs * np.exp(np.asarray(bias))[None, :]
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def combine_windows(logits: np.ndarray, owner: list[int], n_articles: int, how: str) -> np.ndarray:
     """Per-article class probabilities from per-window logits."""
     owners = np.asarray(owner)
@@ -379,6 +388,7 @@ class Classifier:
     tfidf: TfidfModel | None = None  # blended: its log-probabilities are stacked with the transformer's
     blend: tuple[float, float] | None = None  # the stacking weights (transformer, TF-IDF), fitted on validation
     tfidf_first: float | None = None  # where the TF-IDF model is this sure, it answers alone (fitted by export)
+    class_bias: list[float] | None = None  # per-class log-probability offsets, fitted on validation for macro-F1
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
@@ -402,6 +412,9 @@ class Classifier:
         self, texts: list[str], pairs: list[str] | None, temperatures: list[float]
     ) -> list[np.ndarray]:
         """Probabilities at each temperature, from one pass of the model."""
+        return [apply_class_bias(probs, self.class_bias) for probs in self._probs_at(texts, pairs, temperatures)]
+
+    def _probs_at(self, texts: list[str], pairs: list[str] | None, temperatures: list[float]) -> list[np.ndarray]:
         if not texts:
             return [np.zeros((0, len(self.labels))) for _ in temperatures]
         if self.gate is None:
@@ -448,6 +461,7 @@ class Classifier:
             "evidence_first": self.evidence_first,
             "tfidf_blend": list(self.blend) if self.blend is not None else None,
             "tfidf_first": self.tfidf_first,
+            "class_bias": self.class_bias,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -490,4 +504,5 @@ class Classifier:
             tfidf=TfidfModel.load(folder) if meta.get("tfidf_blend") else None,
             blend=blend_weights(meta),
             tfidf_first=tfidf_first_threshold(meta),
+            class_bias=meta.get("class_bias"),
         )

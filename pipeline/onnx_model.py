@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.modeling import MODEL_META, Windows, combine_windows, length_batches, marked_texts
+from pipeline.modeling import (
+    MODEL_META,
+    Windows,
+    apply_class_bias,
+    combine_windows,
+    length_batches,
+    marked_texts,
+)
 from pipeline.tfidf import TfidfModel, blend_weights, blended_predict, tfidf_first_threshold
 
 
@@ -89,6 +96,9 @@ class OnnxClassifier:
         return Windows(ids, types, owner)
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return apply_class_bias(self._probs(texts, pairs), self.meta.get("class_bias"))
+
+    def _probs(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)))
         if self.meta.get("gate_label"):

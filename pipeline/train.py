@@ -23,11 +23,12 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import extra_test_data, label_indices, log_dataset, log_prepared_splits, sample_rows
 from pipeline.gate import RelatednessGate, combine_gate
 from pipeline.io import write_json_atomic
-from pipeline.metrics import compute_metrics, fit_temperature, log_metrics, log_mistakes
+from pipeline.metrics import compute_metrics, fit_class_bias, fit_temperature, log_metrics, log_mistakes
 from pipeline.modeling import (
     MODEL_META,
     Classifier,
     Windows,
+    apply_class_bias,
     build_classifier,
     combine_windows,
     encode_windows,
@@ -414,6 +415,12 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             best_f1 = compute_metrics(ys["validation"], val_probs, labels)["macro_f1"]
             weights = [blend_stats["blend_transformer_weight"], blend_stats["blend_tfidf_weight"]]
             meta |= {"tfidf_blend": weights, "val_macro_f1": best_f1}
+        if t.class_bias:
+            bias = [float(b) for b in fit_class_bias(val_probs, ys["validation"])]
+            val_probs = apply_class_bias(val_probs, bias)
+            best_f1 = compute_metrics(ys["validation"], val_probs, labels)["macro_f1"]
+            meta |= {"class_bias": bias, "val_macro_f1": best_f1}
+            mlflow.log_metrics({f"class_bias_{label}": b for label, b in zip(labels, bias, strict=True)})
         write_json_atomic(meta_path, meta)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
         log_metrics(compute_metrics(ys["validation"], val_probs, labels), "val")
@@ -444,6 +451,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 ]
                 # one TF-IDF pass per set, stacked with every combination
                 blended = apply_blend(combined, best.tfidf, best.blend, extra.texts, extra.pairs)
+                blended = [apply_class_bias(probs, best.class_bias) for probs in blended]
                 for how, probs in zip(hows, blended, strict=True):
                     scored = compute_metrics(y_extra, probs, labels)
                     mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])

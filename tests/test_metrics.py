@@ -82,3 +82,28 @@ def test_paired_bootstrap_of_identical_models_is_zero():
     assert paired_bootstrap(y, p, p, 3) == (0.0, 0.0)
     low, _ = paired_bootstrap(y, p, y, 3)
     assert low > 0, "a perfect challenger beats a random champion beyond the noise"
+
+
+def test_class_bias_recovers_a_rare_class_the_model_under_predicts():
+    from pipeline.metrics import fit_class_bias
+    from pipeline.modeling import apply_class_bias
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 450 + [1] * 50)
+    # the rare class's true rows lean its way, but never far enough to win the argmax
+    p1 = np.where(y == 1, rng.uniform(0.25, 0.45, len(y)), rng.uniform(0.0, 0.2, len(y)))
+    probs = np.column_stack([1 - p1, p1])
+    before = f1_score(y, probs.argmax(axis=1), average="macro")
+    bias = fit_class_bias(probs, y)
+    shifted = apply_class_bias(probs, list(bias))
+    assert f1_score(y, shifted.argmax(axis=1), average="macro") == 1.0 > before
+    np.testing.assert_allclose(shifted.sum(axis=1), 1.0)
+    assert apply_class_bias(probs, None) is probs
+
+
+def test_class_bias_stays_zero_where_the_argmax_is_already_right():
+    from pipeline.metrics import fit_class_bias
+
+    y = np.array([0, 1, 2, 1, 0])
+    probs = np.eye(3)[y] * 0.8 + 0.2 / 3
+    assert not fit_class_bias(probs, y).any()

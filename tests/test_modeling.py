@@ -24,6 +24,13 @@ def test_save_load_round_trip_gives_the_same_probabilities(tiny_model_dir, tmp_p
     assert loaded.labels == labels and loaded.pooling == pooling and loaded.max_length == 64
     np.testing.assert_allclose(loaded.predict_proba(TEXTS), before, atol=1e-5)
     np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
+    # a fitted decision rule travels with the model and shifts its probabilities
+    clf.class_bias = [0.0, 2.0, -1.0]
+    clf.save(tmp_path)
+    biased = Classifier.load(tmp_path, "cpu", "fp32")
+    assert biased.class_bias == [0.0, 2.0, -1.0]
+    shifted = before * np.exp([0.0, 2.0, -1.0])
+    np.testing.assert_allclose(biased.predict_proba(TEXTS), shifted / shifted.sum(axis=1, keepdims=True), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
