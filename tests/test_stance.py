@@ -78,18 +78,20 @@ def test_sample_rows_is_stratified_and_deterministic():
 
 
 def test_two_stage_training_round_trips_with_its_gate(home, tiny_model_dir):
-    cfg = load_config(make_stance_config(home, tiny_model_dir, train__max_examples=40))
+    changes = {"train__max_examples": 40, "train__class_bias": True, "model__evidence_first": True}
+    cfg = load_config(make_stance_config(home, tiny_model_dir, **changes))
     result = train(cfg, show_progress=False)
     assert "fnc_score" in result.test_metrics
     assert result.test_metrics["per_class"]["unrelated"]["f1"] > 0.8  # the gate's job, easy on this data
     clf = Classifier.load(result.model_dir, "cpu", "fp32")
     assert clf.labels == FNC and clf.gate is not None
     assert clf.model.config.num_labels == 4 and clf.gate.threshold == cfg.model.gate_threshold
+    assert clf.evidence_first and clf.class_bias is not None and len(clf.class_bias) == 4
     dataset, _ = load_prepared(cfg)
     test = dataset["test"]
     probs = clf.predict_proba(list(test["text"]), list(test["pair"]))
     assert probs.shape == (len(test), 4) and np.allclose(probs.sum(axis=1), 1.0)
-    again = compute_metrics(np.asarray(test["label"]), probs, FNC)
+    again = compute_metrics(np.asarray(test["label"]), probs, FNC)  # the saved model, bias and all, is what was scored
     assert abs(again["macro_f1"] - result.test_metrics["macro_f1"]) < 1e-9
 
 
