@@ -1,7 +1,7 @@
 """Pair tasks, text preparation: the text's sentences that share most words with the pair first.
 
-A claim-stance window holds the claim and the first ~240 tokens of the body, and FNC-1 bodies run
-to twice that. The sentences that decide the stance (the ones that repeat, confirm or deny the
+A claim-stance window on a CPU holds the claim and only the start of the body (160 tokens), and
+FNC-1 bodies run to ~450. The sentences that decide the stance (the ones that repeat, confirm or deny the
 claim) are often further down. Ordering the body's sentences by how many of the claim's content
 words they share puts that evidence inside the window the model reads; ties and sentences that
 share nothing keep their order in the article. Plain Python (no sklearn or torch), so predict's
