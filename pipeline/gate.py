@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.evidence import SENTENCE_END
+
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
 GATE_FILE = "gate.json"
 FEATURES = ["cosine", "best_sentence_cosine", "word_overlap", "name_overlap"]
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 WORD = re.compile(r"\w+")
 NAME = re.compile(r"\b[A-Z][a-z]+\b")
 
