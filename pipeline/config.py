@@ -137,6 +137,7 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)
     class_bias: bool  # per-class offsets fitted on validation for macro-F1, applied wherever the model predicts
+    article_bias_set: str | None  # a data.extra_tests set of articles: offsets for texts over one window fitted on it
     fast_paths: bool  # pipeline/fast_bert.py: [CLS]-only last layer, torch.rand dropout masks on CPU
 
     @model_validator(mode="after")
@@ -207,6 +208,16 @@ class Config(Strict):
     mlflow: MlflowConfig
     zeroshot: ZeroShotConfig | None
     profiles: dict[str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _article_bias_set_exists(self) -> Config:
+        name = self.train.article_bias_set
+        known = [e.name for e in self.data.extra_tests]
+        if name is not None and name not in known:
+            raise ValueError(
+                f"train.article_bias_set {name!r} is not a data.extra_tests set ({', '.join(known) or 'none'})"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -138,8 +138,7 @@ def load_rows(
 
 
 def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `data.extra_train` sets, shaped like `rows`: training data (validation may take
-    some when it is carved out of train), each row its own group."""
+    """Rows of `data.extra_train` sets, shaped like `rows`: training data only, never validation."""
     import pandas as pd
 
     from pipeline.evaluate import load_eval_set
@@ -156,10 +155,6 @@ def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
         part = pd.DataFrame({"id": ids, "text": data.texts, "label": data.labels})
         if data.pairs is not None:
             part["pair"] = data.pairs
-        for column in (c for c in rows.columns if c.startswith("_group")):
-            part[column] = ids
-        if "split" in rows.columns:
-            part["split"] = "train"
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -285,14 +280,17 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
             return Prepared(out, old_card, reused=True)
 
     rows, dropped = load_rows(cfg, source, cfg.data.join)
-    if cfg.data.extra_train:
-        rows = pd.concat([rows, extra_train_rows(cfg, rows)], ignore_index=True)
+    extra = extra_train_rows(cfg, rows) if cfg.data.extra_train else None
     dropped["crossing_groups"] = 0
     if "split" not in rows.columns:
         rows, dropped["crossing_groups"] = assign_splits(rows, cfg, with_test=cfg.data.test is None)
     elif "validation" not in cfg.data.split_names:  # the file has train and test only: validation from train
         train_part, dropped["crossing_groups"] = assign_splits(rows[rows["split"] == "train"], cfg, with_test=False)
         rows = pd.concat([train_part, rows[rows["split"] != "train"]], ignore_index=True)
+    if extra is not None:
+        # train only: validation keeps measuring the task's own data, and its rows (so the
+        # choice between configs with and without an extra set) stay the same
+        rows = pd.concat([rows, extra.assign(split="train")], ignore_index=True)
     if cfg.data.test:
         test_rows, test_dropped = load_rows(cfg, resolve_path(cfg.data.test.source), cfg.data.test.join, "test")
         rows = pd.concat([rows, test_rows], ignore_index=True)

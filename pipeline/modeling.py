@@ -309,6 +309,23 @@ def apply_class_bias(probs: np.ndarray, bias: list[float] | None) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def windows_per_text(windows: Windows, n_texts: int) -> np.ndarray:
+    return np.bincount(np.asarray(windows.owner, dtype=np.int64), minlength=n_texts)
+
+
+def apply_article_bias(probs: np.ndarray, n_windows: np.ndarray, bias: list[float] | None) -> np.ndarray:
+    """`apply_class_bias` on the texts longer than one window (articles) only. A model trained on
+    sentences reads an article's windows with another class balance (NewsMTSC's model calls 39%
+    of PerSenT articles `against`, 10% gold), so articles get offsets fitted on labelled articles
+    (`train.article_bias_set`); sentences keep the decision rule fitted on validation."""
+    if not bias:
+        return probs
+    articles = n_windows > 1
+    out = probs.copy()
+    out[articles] = apply_class_bias(probs[articles], bias)
+    return out
+
+
 def combine_windows(logits: np.ndarray, owner: list[int], n_articles: int, how: str) -> np.ndarray:
     """Per-article class probabilities from per-window logits."""
     owners = np.asarray(owner)
@@ -389,6 +406,7 @@ class Classifier:
     blend: tuple[float, float] | None = None  # the stacking weights (transformer, TF-IDF), fitted on validation
     tfidf_first: float | None = None  # where the TF-IDF model is this sure, it answers alone (fitted by export)
     class_bias: list[float] | None = None  # per-class log-probability offsets, fitted on validation for macro-F1
+    article_bias: list[float] | None = None  # further offsets for texts longer than one window (articles)
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
         windows = encode_windows(
@@ -412,7 +430,24 @@ class Classifier:
         self, texts: list[str], pairs: list[str] | None, temperatures: list[float]
     ) -> list[np.ndarray]:
         """Probabilities at each temperature, from one pass of the model."""
-        return [apply_class_bias(probs, self.class_bias) for probs in self._probs_at(texts, pairs, temperatures)]
+        probs_at = [apply_class_bias(probs, self.class_bias) for probs in self._probs_at(texts, pairs, temperatures)]
+        if not self.article_bias:
+            return probs_at
+        n_windows = self.windows_per_text(texts, pairs)
+        return [apply_article_bias(probs, n_windows, self.article_bias) for probs in probs_at]
+
+    def windows_per_text(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        windows = encode_windows(
+            self.tokenizer,
+            texts,
+            pairs,
+            self.max_length,
+            self.stride,
+            self.max_windows,
+            self.mark_pair,
+            self.evidence_first,
+        )
+        return windows_per_text(windows, len(texts))
 
     def _probs_at(self, texts: list[str], pairs: list[str] | None, temperatures: list[float]) -> list[np.ndarray]:
         if not texts:
@@ -462,6 +497,7 @@ class Classifier:
             "tfidf_blend": list(self.blend) if self.blend is not None else None,
             "tfidf_first": self.tfidf_first,
             "class_bias": self.class_bias,
+            "article_bias": self.article_bias,
         }
         if self.gate is not None:
             self.gate.save(folder)
@@ -505,4 +541,5 @@ class Classifier:
             blend=blend_weights(meta),
             tfidf_first=tfidf_first_threshold(meta),
             class_bias=meta.get("class_bias"),
+            article_bias=meta.get("article_bias"),
         )

@@ -19,10 +19,12 @@ from pipeline.errors import PipelineError
 from pipeline.modeling import (
     MODEL_META,
     Windows,
+    apply_article_bias,
     apply_class_bias,
     combine_windows,
     length_batches,
     marked_texts,
+    windows_per_text,
 )
 from pipeline.tfidf import TfidfModel, blend_weights, blended_predict, tfidf_first_threshold
 
@@ -96,7 +98,11 @@ class OnnxClassifier:
         return Windows(ids, types, owner)
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-        return apply_class_bias(self._probs(texts, pairs), self.meta.get("class_bias"))
+        probs = apply_class_bias(self._probs(texts, pairs), self.meta.get("class_bias"))
+        article_bias = self.meta.get("article_bias")
+        if not article_bias:
+            return probs
+        return apply_article_bias(probs, windows_per_text(self.windows(texts, pairs), len(texts)), article_bias)
 
     def _probs(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
         if not texts:

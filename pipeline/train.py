@@ -28,6 +28,7 @@ from pipeline.modeling import (
     MODEL_META,
     Classifier,
     Windows,
+    apply_article_bias,
     apply_class_bias,
     build_classifier,
     combine_windows,
@@ -38,6 +39,7 @@ from pipeline.modeling import (
     pick_precision,
     set_threads,
     window_logits,
+    windows_per_text,
 )
 from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack, tfidf_texts
 
@@ -423,6 +425,11 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             mlflow.log_metrics({f"class_bias_{label}": b for label, b in zip(labels, bias, strict=True)})
         write_json_atomic(meta_path, meta)
         best = Classifier.load(model_dir, str(device), precision, cfg.runtime.eval_batch_size)
+        if t.article_bias_set:
+            best.article_bias = fit_article_bias(best, cfg, t.article_bias_set)
+            meta["article_bias"] = best.article_bias
+            write_json_atomic(meta_path, meta)
+            mlflow.log_metrics({f"article_bias_{c}": b for c, b in zip(labels, best.article_bias, strict=True)})
         log_metrics(compute_metrics(ys["validation"], val_probs, labels), "val")
         test_uncalibrated, test = best.predict_proba_at(texts["test"], pairs["test"], [1.0, temperature])
         test_metrics = compute_metrics(ys["test"], test, labels)
@@ -451,7 +458,11 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 ]
                 # one TF-IDF pass per set, stacked with every combination
                 blended = apply_blend(combined, best.tfidf, best.blend, extra.texts, extra.pairs)
-                blended = [apply_class_bias(probs, best.class_bias) for probs in blended]
+                n_windows = windows_per_text(windows, len(extra.texts))
+                blended = [
+                    apply_article_bias(apply_class_bias(probs, best.class_bias), n_windows, best.article_bias)
+                    for probs in blended
+                ]
                 for how, probs in zip(hows, blended, strict=True):
                     scored = compute_metrics(y_extra, probs, labels)
                     mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
@@ -491,6 +502,21 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         time.perf_counter() - started,
         steps_per_second,
     )
+
+
+def fit_article_bias(model: Classifier, cfg: Config, set_name: str) -> list[float]:
+    """Offsets for texts longer than one window, fitted for macro-F1 on the labelled articles of
+    the extra test set `set_name` (its scores are then in-sample)."""
+    [articles] = extra_test_data(cfg, set_name)
+    n_windows = model.windows_per_text(articles.texts, articles.pairs)
+    rows = np.flatnonzero(n_windows > 1)
+    if len(rows) == 0:
+        raise PipelineError(f"train.article_bias_set {set_name!r} has no text longer than one window")
+    probs = model.predict_proba(
+        [articles.texts[i] for i in rows], [articles.pairs[i] for i in rows] if articles.pairs else None
+    )
+    y = label_indices([articles.labels[i] for i in rows], model.labels)
+    return [float(b) for b in fit_class_bias(probs, y)]
 
 
 def fit_tfidf_blend(

@@ -188,6 +188,7 @@ def test_extra_train_is_capped_by_rows_and_words_and_mapped(home):
     ds = load_from_disk(str(prepare(cfg).path))
     names = ds["train"].features["label"].names
     added = [r for split in ds for r in ds[split] if str(r["id"]).startswith("extra:")]
-    assert 8 <= len(added) <= 10  # 10 sampled; validation may take some when it is carved out of train
+    assert len(added) == 10 and all(str(i).startswith("extra:") for i in ds["train"]["id"][-10:])
+    assert not any(str(i).startswith("extra:") for s in ("validation", "test") for i in ds[s]["id"])
     assert {names[r["label"]] for r in added} == {"sport", "tech"}  # stratified, mapped, filtered
     assert all(len(r["text"].split()) <= 5 for r in added)

@@ -31,6 +31,16 @@ def test_save_load_round_trip_gives_the_same_probabilities(tiny_model_dir, tmp_p
     assert biased.class_bias == [0.0, 2.0, -1.0]
     shifted = before * np.exp([0.0, 2.0, -1.0])
     np.testing.assert_allclose(biased.predict_proba(TEXTS), shifted / shifted.sum(axis=1, keepdims=True), atol=1e-5)
+    # article offsets move only the texts longer than one window (TEXTS[1] here)
+    sentences = biased.predict_proba(TEXTS)
+    biased.article_bias = [1.5, 0.0, 0.0]
+    biased.save(tmp_path)
+    articles = Classifier.load(tmp_path, "cpu", "fp32")
+    assert articles.article_bias == [1.5, 0.0, 0.0] and list(articles.windows_per_text(TEXTS)) == [1, 4, 1]
+    after = articles.predict_proba(TEXTS)
+    np.testing.assert_allclose(after[[0, 2]], sentences[[0, 2]], atol=1e-6)
+    long_text = sentences[1] * np.exp([1.5, 0.0, 0.0])
+    np.testing.assert_allclose(after[1], long_text / long_text.sum(), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])

@@ -51,6 +51,15 @@ def test_onnx_gives_the_torch_probabilities_and_is_what_predict_loads(exported):
     texts = [r["text"] for r in synthetic_rows(4, seed=5)]
     expected = Classifier.load(folder, "cpu", "fp32").predict_proba(texts)
     assert np.allclose(loaded.predict_proba(texts), expected, atol=1e-4)
+    # article offsets, read from the same pipeline.json by both paths
+    long_text = " ".join(r["text"] for r in synthetic_rows(4, seed=3))
+    meta = json.loads((folder / "pipeline.json").read_text())
+    (folder / "pipeline.json").write_text(json.dumps({**meta, "article_bias": [2.0, -1.0, 0.0]}))
+    both = [long_text, texts[0]]
+    unbiased = loaded.predict_proba(both)
+    torch_probs = Classifier.load(folder, "cpu", "fp32").predict_proba(both)
+    assert np.allclose(load_model(folder, "cpu", "fp32").predict_proba(both), torch_probs, atol=1e-4)
+    assert np.allclose(torch_probs[1], unbiased[1], atol=1e-4) and not np.allclose(torch_probs[0], unbiased[0])
 
 
 def test_predict_with_an_export_does_not_import_torch(exported, home):

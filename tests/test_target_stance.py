@@ -3,12 +3,15 @@
 import json
 import random
 
+import numpy as np
+import pytest
 import yaml
 from conftest import ROOT, make_config, synthetic_rows, write_csv, write_test_config
 from test_train_tiny import run_cli
 
 from pipeline.config import load_config
 from pipeline.data import load_prepared
+from pipeline.errors import PipelineError
 from pipeline.predict import Article, predict
 from pipeline.targets import main_targets
 from pipeline.train import train
@@ -61,12 +64,12 @@ def synthetic_target_rows(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
-def make_target_config(home, model):
+def make_target_config(home, model, dev_fits_article_bias=False):
     src = write_csv(home / "mtsc.csv", synthetic_target_rows(150, seed=3))
     docs = [
         {
             "split": s,
-            "DOCUMENT": f"{r['sentence']}. Other news. {r['sentence']}",
+            "DOCUMENT": f"{r['sentence']}. Other news. {r['sentence']}" * (3 if dev_fits_article_bias else 1),
             "TARGET_ENTITY": r["target"],
             "TRUE_SENTIMENT": r["polarity"].title(),
         }
@@ -77,10 +80,11 @@ def make_target_config(home, model):
     raw["data"].update(source=str(src), prepared_dir=str(home / "prepared-target"))
     for extra in raw["data"]["extra_tests"]:
         extra["source"] = str(src if extra["name"].startswith("newsmtsc") else persent)
-    # PerSenT dev as training data instead of a test set: the extra_train path
-    dev = next(e for e in raw["data"]["extra_tests"] if e["name"] == "persent_dev")
-    raw["data"]["extra_tests"].remove(dev)
-    raw["data"]["extra_train"] = [dev]
+    if not dev_fits_article_bias:  # PerSenT dev as training data instead of a test set: the extra_train path
+        dev = next(e for e in raw["data"]["extra_tests"] if e["name"] == "persent_dev")
+        raw["data"]["extra_tests"].remove(dev)
+        raw["data"]["extra_train"] = [dev]
+        raw["train"]["article_bias_set"] = None
     raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
     return write_test_config(raw, {}, home / "target_stance.yaml")
@@ -92,9 +96,9 @@ def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_di
     assert set(result.extra_test_metrics) == {"newsmtsc_devtest_mt", "persent_random_test"}
     assert result.extra_test_metrics["persent_random_test"]["n"] == 20
     dataset, _ = load_prepared(cfg)
-    from_dev = [i for s in ("train", "validation") for i in dataset[s]["id"] if i.startswith("persent_dev:")]
-    assert len(from_dev) == 20  # every dev article is training data (or validation, carved out of train)
-    assert not any(i.startswith("persent_dev:") for i in dataset["test"]["id"])
+    from_dev = [i for i in dataset["train"]["id"] if i.startswith("persent_dev:")]
+    assert len(from_dev) == 20  # every dev article is training data; validation is NewsMTSC's alone
+    assert not any(i.startswith("persent_dev:") for s in ("validation", "test") for i in dataset[s]["id"])
     topic_cfg = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(8)))
     topic = load_config(topic_cfg)
     train(topic, show_progress=False)
@@ -117,3 +121,37 @@ def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_di
     assert json.loads(ev.stdout)["n"] == 20
     bad = run_cli(home, "evaluate", "-c", str(home / "target_stance.yaml"), "--on", "nope")
     assert bad.returncode == 2 and "no extra test set 'nope'" in bad.stderr
+
+
+def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(home, tiny_model_dir):
+    from pipeline.evaluate import extra_test_data, label_indices
+    from pipeline.metrics import compute_metrics
+    from pipeline.modeling import Classifier
+
+    cfg = load_config(make_target_config(home, tiny_model_dir, dev_fits_article_bias=True))
+    result = train(cfg, show_progress=False)
+    saved = Classifier.load(result.model_dir, "cpu", "fp32")
+    assert saved.article_bias is not None and len(saved.article_bias) == 3
+    [dev] = extra_test_data(cfg, "persent_dev")
+    assert (saved.windows_per_text(dev.texts, dev.pairs) > 1).all()  # every dev document is an article here
+    y = label_indices(dev.labels, saved.labels)
+    with_offsets = compute_metrics(y, saved.predict_proba(dev.texts, dev.pairs), saved.labels)["macro_f1"]
+    assert (
+        abs(result.extra_test_metrics["persent_dev"]["macro_f1"] - with_offsets) < 1e-9
+    )  # train scored the saved rule
+    saved.article_bias = None
+    without = compute_metrics(y, saved.predict_proba(dev.texts, dev.pairs), saved.labels)["macro_f1"]
+    assert with_offsets >= without  # fitted there: the offsets never lower the fitting set's macro-F1
+    # sentences are left as they were: NewsMTSC test scores the same with or without them
+    sentences = ["Alice Smith praised hailed today", "Acme Corp attacked blamed today"]
+    pairs = ["Alice Smith", "Acme Corp"]
+    np.testing.assert_allclose(
+        saved.predict_proba(sentences, pairs),
+        Classifier.load(result.model_dir, "cpu", "fp32").predict_proba(sentences, pairs),
+    )
+
+
+def test_article_bias_set_must_be_an_extra_test_set(home, tiny_model_dir):
+    path = make_target_config(home, tiny_model_dir, dev_fits_article_bias=True)
+    with pytest.raises(PipelineError, match=r"article_bias_set 'nope' is not a data\.extra_tests set"):
+        load_config(path, ["train.article_bias_set=nope"])
