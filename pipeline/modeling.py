@@ -408,8 +408,9 @@ class Classifier:
     class_bias: list[float] | None = None  # per-class log-probability offsets, fitted on validation for macro-F1
     article_bias: list[float] | None = None  # further offsets for texts longer than one window (articles)
 
-    def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
-        windows = encode_windows(
+    def windows(self, texts: list[str], pairs: list[str] | None = None) -> Windows:
+        """The token windows the model reads, with this model's settings."""
+        return encode_windows(
             self.tokenizer,
             texts,
             pairs,
@@ -419,6 +420,9 @@ class Classifier:
             self.mark_pair,
             self.evidence_first,
         )
+
+    def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:
+        windows = self.windows(texts, pairs)
         pad_id = int(self.tokenizer.pad_token_id or 0)
         logits = window_logits(self.model, windows, pad_id, self.batch_size, self.device, self.precision)
         return logits, windows
@@ -437,17 +441,7 @@ class Classifier:
         return [apply_article_bias(probs, n_windows, self.article_bias) for probs in probs_at]
 
     def windows_per_text(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-        windows = encode_windows(
-            self.tokenizer,
-            texts,
-            pairs,
-            self.max_length,
-            self.stride,
-            self.max_windows,
-            self.mark_pair,
-            self.evidence_first,
-        )
-        return windows_per_text(windows, len(texts))
+        return windows_per_text(self.windows(texts, pairs), len(texts))
 
     def _probs_at(self, texts: list[str], pairs: list[str] | None, temperatures: list[float]) -> list[np.ndarray]:
         if not texts:
