@@ -38,7 +38,7 @@ def test_profile_applies_before_set_overrides():
     stance = ROOT / "configs" / "stance.yaml"
     base = load_config(stance)
     full = load_config(stance, profile="full")
-    assert base.model.max_length == 160 and full.model.max_length == 512
+    assert base.model.max_length == 128 and full.model.max_length == 512
     assert full.train.epochs == 6 and base.train.epochs == 1 and full.data == base.data
     assert load_config(stance, ["model.max_length=384"], profile="full").model.max_length == 384
     with pytest.raises(PipelineError, match="no profile 'gpu'"):
