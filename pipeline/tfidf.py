@@ -86,9 +86,11 @@ def fit_tfidf(
     def fit(c: float) -> Any:
         return LogisticRegression(C=c, solver="saga", max_iter=2000, random_state=seed).fit(x_train, y_train)
 
-    scores = {c: compute_metrics(y_val, fit(c).predict_proba(x_val), labels)["macro_f1"] for c in settings.c_grid}
+    # each C is fitted once and the chosen model kept: fitting it again only repeated the work
+    models = {c: fit(c) for c in settings.c_grid}
+    scores = {c: compute_metrics(y_val, m.predict_proba(x_val), labels)["macro_f1"] for c, m in models.items()}
     best_c = max(settings.c_grid, key=lambda c: (scores[c], -c))
-    return FittedTfidf(vectorizer, fit(best_c), best_c, scores)
+    return FittedTfidf(vectorizer, models[best_c], best_c, scores)
 
 
 def _strip_accents(text: str) -> str:
