@@ -158,6 +158,7 @@ class BaselineConfig(Strict):
     max_features: int = Field(ge=1)
     ngram_max: int = Field(ge=1, le=3)
     c_grid: list[float] = Field(min_length=1)
+    solver: Literal["lbfgs", "saga"]
 
 
 class MlflowConfig(Strict):

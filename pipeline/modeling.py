@@ -187,6 +187,26 @@ def marked_texts(texts: list[str], pairs: list[str] | None, mark_pair: bool, evi
     return texts
 
 
+def pair_token_budget(max_length: int, stride: int, special_tokens: int) -> int:
+    """The most tokens a pair (claim or target) may take: a window must keep more than `stride`
+    tokens for the text, or the tokenizer panics instead of raising an error."""
+    return max(max_length - special_tokens - stride - 1, 1)
+
+
+def cut_pairs(pairs: list[str], offsets: list[list[tuple[int, int]]], max_tokens: int) -> list[str]:
+    """Each pair cut after its first `max_tokens` tokens (`offsets`: each pair's token spans)."""
+    return [
+        p[: spans[max_tokens - 1][1]] if len(spans) > max_tokens else p for p, spans in zip(pairs, offsets, strict=True)
+    ]
+
+
+def fit_pairs(tokenizer: PreTrainedTokenizerBase, pairs: list[str], max_length: int, stride: int) -> list[str]:
+    budget = pair_token_budget(max_length, stride, tokenizer.num_special_tokens_to_add(pair=True))
+    return cut_pairs(
+        pairs, tokenizer(pairs, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"], budget
+    )
+
+
 def encode_windows(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
@@ -200,6 +220,8 @@ def encode_windows(
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
     texts = marked_texts(texts, pairs, mark_pair, evidence_first)
+    if pairs is not None:
+        pairs = fit_pairs(tokenizer, pairs, max_length, stride)
     args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
     enc = tokenizer(
         *args,

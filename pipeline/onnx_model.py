@@ -22,8 +22,10 @@ from pipeline.modeling import (
     apply_article_bias,
     apply_class_bias,
     combine_windows,
+    cut_pairs,
     length_batches,
     marked_texts,
+    pair_token_budget,
     windows_per_text,
 )
 from pipeline.tfidf import TfidfModel, blend_weights, blended_predict, tfidf_first_threshold
@@ -82,11 +84,15 @@ class OnnxClassifier:
         """The token windows transformers' `tokenizer(..., return_overflowing_tokens=True)` makes."""
         tok = self.tokenizer
         tok.no_padding()
-        tok.enable_truncation(
-            self.max_length, stride=self.stride, strategy="only_second" if pairs is not None else "longest_first"
-        )
         texts = marked_texts(
             texts, pairs, bool(self.meta.get("mark_pair", False)), bool(self.meta.get("evidence_first", False))
+        )
+        if pairs is not None:  # cut as encode_windows cuts them
+            tok.no_truncation()
+            budget = pair_token_budget(self.max_length, self.stride, tok.post_processor.num_special_tokens_to_add(True))
+            pairs = cut_pairs(pairs, [e.offsets for e in tok.encode_batch(pairs, add_special_tokens=False)], budget)
+        tok.enable_truncation(
+            self.max_length, stride=self.stride, strategy="only_second" if pairs is not None else "longest_first"
         )
         inputs: list[Any] = list(zip(pairs, texts, strict=True)) if pairs is not None else texts
         ids, types, owner = [], [], []

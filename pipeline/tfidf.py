@@ -84,7 +84,7 @@ def fit_tfidf(
     x_val = vectorizer.transform(val_texts)
 
     def fit(c: float) -> Any:
-        return LogisticRegression(C=c, solver="saga", max_iter=2000, random_state=seed).fit(x_train, y_train)
+        return LogisticRegression(C=c, solver=settings.solver, max_iter=2000, random_state=seed).fit(x_train, y_train)
 
     # each C is fitted once and the chosen model kept: fitting it again only repeated the work
     models = {c: fit(c) for c in settings.c_grid}

@@ -35,7 +35,7 @@ SENTENCES = [
     ("Internet users complained about the phone software update", "tech"),
     ("A faster chip for the phone: users and software makers cheer", "tech"),
 ]
-SETTINGS = BaselineConfig(max_features=1000, ngram_max=2, c_grid=[0.3, 3.0])
+SETTINGS = BaselineConfig(max_features=1000, ngram_max=2, c_grid=[0.3, 3.0], solver="saga")
 
 
 def fitted_on(rows, labels):

@@ -54,6 +54,28 @@ def test_pair_is_in_every_window(tokenizer):
         assert types[1] == 0 and types[-1] == 1
 
 
+def test_a_long_pair_is_cut_and_the_text_still_read(tokenizer):
+    # a claim longer than the window minus the stride made the tokenizer panic (no Python error)
+    claim = " ".join(f"claim{i}" for i in range(120))
+    text = " ".join(f"word{i}" for i in range(300))
+    max_length, stride = 64, 16
+    w = encode_windows(tokenizer, [text, "short"], [claim, claim], max_length, stride, 100)
+    assert set(w.owner) == {0, 1} and len(w) > 2
+    kept = max_length - 3 - stride - 1  # [CLS] claim [SEP] text [SEP]: more than `stride` left for the text
+    claim_ids = article_tokens(tokenizer, claim)
+    for ids, types, owner in zip(w.input_ids, w.token_type_ids, w.owner, strict=True):
+        assert len(ids) <= max_length
+        assert ids[1 : 1 + kept] == claim_ids[:kept] and ids[1 + kept] == tokenizer.sep_token_id
+        if owner == 0:
+            assert sum(types) > stride  # the text's tokens (and its [SEP])
+
+
+def test_a_pair_that_fits_is_left_whole(tokenizer):
+    claim = "the minister resigned over the budget"
+    w = encode_windows(tokenizer, ["some text"], [claim], 64, 16, 8)
+    assert tokenizer.decode(w.input_ids[0], skip_special_tokens=True) == f"{claim} some text"
+
+
 def test_stride_must_leave_room(tokenizer):
     with pytest.raises(PipelineError, match="stride"):
         encode_windows(tokenizer, ["x"], None, 64, 32, 4)
