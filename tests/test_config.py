@@ -40,6 +40,8 @@ def test_profile_applies_before_set_overrides():
     full = load_config(stance, profile="full")
     assert base.model.max_length == 128 and full.model.max_length == 512
     assert full.train.epochs == 6 and base.train.epochs == 1 and full.data == base.data
+    # the CPU profile trains on shorter windows than it reads; the GPU profile on those it reads
+    assert base.train.max_length == 96 and full.train.max_length is None and full.train.stride is None
     assert load_config(stance, ["model.max_length=384"], profile="full").model.max_length == 384
     with pytest.raises(PipelineError, match="no profile 'gpu'"):
         load_config(stance, profile="gpu")
