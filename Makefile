@@ -63,11 +63,12 @@ predict: install
 bench: install
 	$(BIN)/pipeline bench
 
+# tests run in parallel, one process a core (at most 4): each test has its own home and MLflow store
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e"
+	$(BIN)/pytest -q -n auto --maxprocesses 4 -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check pipeline tests

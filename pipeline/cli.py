@@ -287,8 +287,8 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Label articles with the registered champion model; `--claim` adds the stance toward each claim."""
+    from pipeline.predict import given_names, read_inputs, render_table
     from pipeline.predict import predict as run_predict
-    from pipeline.predict import read_inputs, render_table
 
     cfg = _config(config or (_default_zeroshot_config() if zero_shot else None), set_, profile)
     articles = read_inputs(paths)
@@ -305,9 +305,9 @@ def predict(
         cfg.runtime.device,
         cfg.runtime.precision,
         cfg.runtime.threads,
-        claims=[c.strip() for c in claim or [] if c.strip()],
+        claims=given_names(claim, "--claim"),
         claim_model_ref=claim_model,
-        targets=[] if no_stance else ([t.strip() for t in target or [] if t.strip()] or None),
+        targets=[] if no_stance else (given_names(target, "--target") or None),
         target_model_ref=target_model,
         classifier=classifier,
     )

@@ -129,6 +129,15 @@ def read_inputs(paths: list[str]) -> list[Article]:
     return articles
 
 
+def given_names(values: list[str] | None, option: str) -> list[str]:
+    """The claims or targets given on the command line, stripped; a blank one is an error, not
+    silently dropped (it would score nothing, or fall back to the automatic targets)."""
+    names = [v.strip() for v in values or []]
+    if any(not name for name in names):
+        raise PipelineError(f"{option} is empty: give the text to score the article's stance toward")
+    return names
+
+
 def predict(
     articles: list[Article],
     model_ref: str | None,

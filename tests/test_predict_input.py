@@ -1,12 +1,14 @@
 """Predict inputs: header lines become metadata, folders, jsonl, stdin; bad files fail cleanly."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.predict import model_input, parse_article, read_inputs
+from pipeline.predict import given_names, model_input, parse_article, read_inputs
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_6abd9dfd733c7055.txt"
 
@@ -74,3 +76,25 @@ def test_bad_inputs(tmp_path, name, content, message):
 def test_empty_folder(tmp_path):
     with pytest.raises(PipelineError, match=r"no \.txt files"):
         read_inputs([str(tmp_path)])
+
+
+def test_given_claims_and_targets_are_stripped_and_blank_ones_refused():
+    assert given_names([" Turkey ", "NATO"], "--target") == ["Turkey", "NATO"]
+    assert given_names(None, "--claim") == []
+    with pytest.raises(PipelineError, match="--claim is empty"):
+        given_names(["Turkey sold drones", "  "], "--claim")
+
+
+@pytest.mark.parametrize("option", ["--claim", "--target"])
+def test_blank_claim_or_target_is_a_one_line_error(option):
+    # before: a blank --claim was dropped silently, and a blank --target fell back to the automatic targets
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "predict", str(SEED), option, " "],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {option} is empty: give the text to score the article's stance toward"
+    ]
