@@ -96,6 +96,8 @@ def train(
             f"the MLflow store failed ({_first_line(err)}); the trained model is kept in "
             f"{resolve_path(cfg.train.output_dir)}: `pipeline log-model` logs it once the store is back"
         ) from None
+    if not r.main_process:  # another process of a distributed run: the main one reports
+        return
     t = r.test_metrics
     typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
     fnc = f", FNC-1 score {t['fnc_score']:.2f}" if "fnc_score" in t else ""

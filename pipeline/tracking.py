@@ -166,11 +166,12 @@ class TolerantLog:
     """Calls MLflow logging functions until one fails, then skips the rest: training goes on, and
     the first error is kept to report once the model is safe on disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # off in the other processes of a distributed run: the main one logs
         self.error: BaseException | None = None
 
     def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        if self.error is not None:
+        if not self.enabled or self.error is not None:
             return
         try:
             fn(*args, **kwargs)

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class TrainResult:
     alias: str | None
     seconds: float
     steps_per_second: float = 0.0  # optimizer steps over the time spent in them (no evaluation)
+    main_process: bool = True  # False in the other processes of a distributed run: they log and report nothing
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -69,6 +71,13 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def process_share(batches: list[list[int]], index: int, n_processes: int) -> list[list[int]]:
+    """The batches process `index` of `n_processes` trains on. Every process gets as many (one with a
+    step more would wait forever for the others' gradients): the first batches fill the last round."""
+    padded = batches + batches[: -len(batches) % n_processes]
+    return padded[index::n_processes]
 
 
 def class_weights(y: np.ndarray, n_labels: int, how: str = "balanced") -> np.ndarray:
@@ -145,7 +154,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     import pandas as pd
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import broadcast_object_list, set_seed
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import get_linear_schedule_with_warmup
@@ -156,17 +165,20 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     from pipeline.mlflow_model import log_classifier
 
     started = time.perf_counter()
-    prepared = prepare(cfg)
+    set_threads(cfg.runtime.threads)
+    device = pick_device(cfg.runtime.device)
+    precision = pick_precision(cfg.runtime.precision, device)
+    # launched by `accelerate launch` or `torchrun`, each process trains on its share of the batches;
+    # the main process alone prepares the data first, tracks, evaluates and registers
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
+    device, main = accelerator.device, accelerator.is_main_process
+    with accelerator.main_process_first():
+        prepared = prepare(cfg)
     from datasets import load_from_disk
 
     dataset = load_from_disk(str(prepared.path))
     labels: list[str] = prepared.card["labels"]
-    set_threads(cfg.runtime.threads)
-    set_seed(cfg.train.seed)
-    device = pick_device(cfg.runtime.device)
-    precision = pick_precision(cfg.runtime.precision, device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
-    device = accelerator.device
+    set_seed(cfg.train.seed)  # the same in every process: the same weights and the same batch order to share out
 
     tokenizer = load_tokenizer(cfg.model.name)
     texts = {s: list(dataset[s]["text"]) for s in ("train", "validation", "test")}
@@ -246,7 +258,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         fused=device.type in ("cpu", "cuda"),
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler is stepped by hand, once per step: one prepared by accelerate steps once per process
+    model, optimizer = accelerator.prepare(model, optimizer)
     weight = (
         torch.tensor(class_weights(train_y, len(labels), t.class_weights)).to(device)
         if t.class_weights != "none"
@@ -255,43 +268,48 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     pad_id = int(tokenizer.pad_token_id or 0)
 
-    tracking.use_experiment(cfg.mlflow.experiment)
     run_name = f"train-{cfg.task}" + ("-pseudo-labels" if pseudo_labels else "")
-    with mlflow.start_run(run_name=run_name, log_system_metrics=True) as run:
-        mlflow.set_tags(
-            {
-                "stage": "train",
-                "task": cfg.task,
-                "model": cfg.model.name,
-                "data_digest": prepared.card["content_digest"],
-                "device": str(device),
-                "precision": precision,
-                "fast_paths": ",".join(k for k, on in fast_paths.items() if on) or "none",
-                "pseudo_labels": str(pseudo_labels).lower(),
-            }
-        )
-        tracking.log_config(cfg)
-        if pseudo_labels:
-            mlflow.log_metrics(pseudo_stats)
-            for split in ("train", "validation"):
-                frame = {"text": texts[split], "label": [labels[i] for i in ys[split]]}
-                log_dataset(pd.DataFrame(frame), prepared.card["source"], f"{cfg.task}-{split}-pseudo-labels", split)
-        else:
-            log_prepared_splits(dataset, prepared.card["source"], cfg.task)
-        mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(rows)})
-        if gate is not None and val_split.p_gate is not None:
-            is_gate = ys["validation"] == labels.index(gate.label)
-            stopped = val_split.p_gate >= gate.threshold
-            mlflow.log_metrics(
+    if main:
+        tracking.use_experiment(cfg.mlflow.experiment)
+    with mlflow.start_run(run_name=run_name, log_system_metrics=True) if main else nullcontext() as run:
+        if main:
+            mlflow.set_tags(
                 {
-                    "val_gate_stopped": float(stopped.mean()),
-                    "val_gate_precision": float(is_gate[stopped].mean()) if stopped.any() else float("nan"),
-                    "train_gate_hard_negatives": int((ys["train"][rows] == labels.index(gate.label)).sum()),
+                    "stage": "train",
+                    "task": cfg.task,
+                    "model": cfg.model.name,
+                    "data_digest": prepared.card["content_digest"],
+                    "device": str(device),
+                    "precision": precision,
+                    "fast_paths": ",".join(k for k, on in fast_paths.items() if on) or "none",
+                    "pseudo_labels": str(pseudo_labels).lower(),
+                    "processes": str(accelerator.num_processes),
                 }
             )
+            tracking.log_config(cfg)
+            if pseudo_labels:
+                mlflow.log_metrics(pseudo_stats)
+                for split in ("train", "validation"):
+                    frame = {"text": texts[split], "label": [labels[i] for i in ys[split]]}
+                    log_dataset(
+                        pd.DataFrame(frame), prepared.card["source"], f"{cfg.task}-{split}-pseudo-labels", split
+                    )
+            else:
+                log_prepared_splits(dataset, prepared.card["source"], cfg.task)
+            mlflow.log_metrics({"train_windows": len(train_windows), "train_articles": len(rows)})
+            if gate is not None and val_split.p_gate is not None:
+                is_gate = ys["validation"] == labels.index(gate.label)
+                stopped = val_split.p_gate >= gate.threshold
+                mlflow.log_metrics(
+                    {
+                        "val_gate_stopped": float(stopped.mean()),
+                        "val_gate_precision": float(is_gate[stopped].mean()) if stopped.any() else float("nan"),
+                        "train_gate_hard_negatives": int((ys["train"][rows] == labels.index(gate.label)).sum()),
+                    }
+                )
 
         best_f1, best_epoch, bad_epochs, step, step_seconds = -1.0, 0, 0, 0, 0.0
-        log = tracking.TolerantLog()  # a tracking server that goes away does not stop the training
+        log = tracking.TolerantLog(enabled=main)  # a tracking server that goes away does not stop the training
         progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -299,7 +317,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             TextColumn("loss {task.fields[loss]:.4f}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            disable=not (show_progress and accelerator.is_main_process),
+            disable=not (show_progress and main),
             console=Console(stderr=True),  # stdout is for results (`--json`)
         )
         with progress:
@@ -308,7 +326,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 epoch_start = time.perf_counter()
                 model.train()
                 batches = length_grouped_batches(lengths, t.batch_size, rng)
-                batches = batches[accelerator.process_index :: accelerator.num_processes]
+                batches = process_share(batches, accelerator.process_index, accelerator.num_processes)
                 losses = []
                 for idx in batches:
                     if step >= total_steps:
@@ -349,14 +367,17 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                     },
                     step=epoch,
                 )
-                progress.console.print(
-                    f"epoch {epoch}: train loss {np.mean(losses) if losses else float('nan'):.4f}, "
-                    f"validation macro-F1 {val['macro_f1']:.4f}, accuracy {val['accuracy']:.4f}"
-                )
+                if main:
+                    progress.console.print(
+                        f"epoch {epoch}: train loss {np.mean(losses) if losses else float('nan'):.4f}, "
+                        f"validation macro-F1 {val['macro_f1']:.4f}, accuracy {val['accuracy']:.4f}"
+                    )
+                # the main process's score decides for all, so that every process stops at the same epoch
+                [val["macro_f1"]] = broadcast_object_list([val["macro_f1"]])
                 if val["macro_f1"] > best_f1:
                     best_f1, best_epoch, bad_epochs = val["macro_f1"], epoch, 0
                     best_val, best_val_logits = val, val_logits
-                    if accelerator.is_main_process:
+                    if main:
                         clf = Classifier(
                             inner,
                             tokenizer,
@@ -388,7 +409,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 else:
                     bad_epochs += 1
                     if bad_epochs > t.early_stopping_patience:
-                        progress.console.print(f"early stop: no better validation macro-F1 for {bad_epochs} epochs")
+                        if main:
+                            progress.console.print(f"early stop: no better validation macro-F1 for {bad_epochs} epochs")
                         break
                 if step >= total_steps:
                     break
@@ -396,8 +418,9 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         accelerator.wait_for_everyone()
         if log.error is not None:  # the model is on disk; `pipeline log-model` logs it later
             raise log.error
-        if not accelerator.is_main_process:
-            return TrainResult(run.info.run_id, model_dir, best_epoch, best_f1, {}, {}, None, None, 0.0)
+        if not main:
+            return TrainResult("", model_dir, best_epoch, best_f1, {}, {}, None, None, 0.0, main_process=False)
+        assert run is not None  # the main process tracks
         # every combination is scored on validation so the configured choice can be checked
         for how in ("mean_logits", "max_logits", "mean_probs", "first"):
             probs = val_split.probs(best_val_logits, how, labels, gate)
