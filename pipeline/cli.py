@@ -82,13 +82,20 @@ def train(
             help="Self-training: learn the zero-shot labels of the train articles, not their gold labels.",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue this config's interrupted training after its last complete epoch, in the same MLflow run.",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
     from pipeline.train import train as run_train
 
     cfg = _config(config or (_default_zeroshot_config() if pseudo_labels else None), set_, profile)
     try:
-        r = run_train(cfg, register=register, pseudo_labels=pseudo_labels)
+        r = run_train(cfg, register=register, pseudo_labels=pseudo_labels, resume=resume)
     except _store_errors() as err:
         from pipeline.config import resolve_path
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ from pipeline.modeling import (
     window_logits,
     windows_per_text,
 )
+from pipeline.resume import ResumeInfo, read_resume_info, resume_dir, save_resume_state
+from pipeline.resume import best_val_logits as saved_val_logits
 from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack, tfidf_texts
 
 
@@ -146,10 +150,13 @@ def gated_split(
     return GatedSplit(passed, p_gate, windows)
 
 
-def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo_labels: bool = False) -> TrainResult:
+def train(
+    cfg: Config, register: bool = True, show_progress: bool = True, pseudo_labels: bool = False, resume: bool = False
+) -> TrainResult:
     """Fine-tune on the prepared train split; with `pseudo_labels`, on the zero-shot classifier's
     confident labels of the train and validation articles instead of their gold labels (self-training:
-    no gold label outside the test split is read), registered under `zeroshot.self_training`'s name."""
+    no gold label outside the test split is read), registered under `zeroshot.self_training`'s name.
+    With `resume`, continue the interrupted training of this config after its last complete epoch."""
     import mlflow
     import pandas as pd
     import torch
@@ -211,6 +218,14 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             pseudo_stats[f"pseudo_{split}_gold_agreement"] = float((y_pseudo == ys[split][kept]).mean())
             keep_rows(split, kept)
             ys[split] = y_pseudo
+    data_digest = prepared.card["content_digest"]
+    state_dir = resume_dir(model_dir)
+    resumed = read_resume_info(state_dir, cfg, data_digest) if resume else None
+    if resumed is None and state_dir.exists() and main:
+        print(
+            f"note: {state_dir} holds an interrupted training; this one starts anew (--resume continues it)",
+            file=sys.stderr,
+        )
     m = cfg.model
     gate, rows = None, np.arange(len(texts["train"]))
     if m.gate_label is not None:
@@ -260,6 +275,10 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     # the scheduler is stepped by hand, once per step: one prepared by accelerate steps once per process
     model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    if resumed is not None:
+        accelerator.load_state(str(state_dir))  # weights, optimizer, scheduler, random states
+        rng.setstate(resumed.batch_rng_state())
     weight = (
         torch.tensor(class_weights(train_y, len(labels), t.class_weights)).to(device)
         if t.class_weights != "none"
@@ -271,8 +290,16 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
     run_name = f"train-{cfg.task}" + ("-pseudo-labels" if pseudo_labels else "")
     if main:
         tracking.use_experiment(cfg.mlflow.experiment)
-    with mlflow.start_run(run_name=run_name, log_system_metrics=True) if main else nullcontext() as run:
-        if main:
+    if not main:
+        run_context: Any = nullcontext()
+    elif resumed is not None:  # the interrupted run goes on: its curves continue, its inputs are logged already
+        run_context = mlflow.start_run(run_id=resumed.run_id, log_system_metrics=True)
+    else:
+        run_context = mlflow.start_run(run_name=run_name, log_system_metrics=True)
+    with run_context as run:
+        if main and resumed is not None:
+            mlflow.set_tag("resumed_after_epoch", str(resumed.epoch))
+        if main and resumed is None:
             mlflow.set_tags(
                 {
                     "stage": "train",
@@ -309,6 +336,16 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                 )
 
         best_f1, best_epoch, bad_epochs, step, step_seconds = -1.0, 0, 0, 0, 0.0
+        first_epoch = 1
+        if resumed is not None:
+            best_f1, best_epoch, bad_epochs, step = (
+                resumed.best_f1,
+                resumed.best_epoch,
+                resumed.bad_epochs,
+                resumed.step,
+            )
+            best_val, best_val_logits = resumed.best_val, saved_val_logits(state_dir)
+            first_epoch = epochs + 1 if resumed.stop else resumed.epoch + 1
         log = tracking.TolerantLog(enabled=main)  # a tracking server that goes away does not stop the training
         progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -321,8 +358,8 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
             console=Console(stderr=True),  # stdout is for results (`--json`)
         )
         with progress:
-            bar = progress.add_task("train", total=total_steps, epoch=1, loss=float("nan"))
-            for epoch in range(1, epochs + 1):
+            bar = progress.add_task("train", total=total_steps, completed=step, epoch=first_epoch, loss=float("nan"))
+            for epoch in range(first_epoch, epochs + 1):
                 epoch_start = time.perf_counter()
                 model.train()
                 batches = length_grouped_batches(lengths, t.batch_size, rng)
@@ -406,13 +443,27 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
                                 },
                             )
                             (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                    stop = False
                 else:
                     bad_epochs += 1
-                    if bad_epochs > t.early_stopping_patience:
-                        if main:
-                            progress.console.print(f"early stop: no better validation macro-F1 for {bad_epochs} epochs")
-                        break
-                if step >= total_steps:
+                    stop = bad_epochs > t.early_stopping_patience
+                    if stop and main:
+                        progress.console.print(f"early stop: no better validation macro-F1 for {bad_epochs} epochs")
+                stop = stop or step >= total_steps or epoch == epochs
+                version, internal, gauss_next = rng.getstate()
+                progress_now = ResumeInfo(
+                    epoch,
+                    step,
+                    best_f1,
+                    best_epoch,
+                    bad_epochs,
+                    stop,
+                    run.info.run_id if run is not None else "",
+                    [version, list(internal), gauss_next],
+                    {"ece": float(best_val["ece"])},
+                )
+                save_resume_state(accelerator, state_dir, cfg, data_digest, progress_now, best_val_logits)
+                if stop:
                     break
 
         accelerator.wait_for_everyone()
@@ -513,6 +564,7 @@ def train(cfg: Config, register: bool = True, show_progress: bool = True, pseudo
         )
     if best_epoch == 0:
         raise PipelineError("training produced no checkpoint")
+    shutil.rmtree(state_dir, ignore_errors=True)  # the training is complete: nothing left to resume
     return TrainResult(
         run.info.run_id,
         model_dir,

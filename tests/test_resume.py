@@ -1,0 +1,133 @@
+"""Train stage, resuming: a training stopped after an epoch and continued with `resume` ends with the
+weights, scores and MLflow run an uninterrupted training has."""
+
+import pytest
+from conftest import make_config, synthetic_rows, write_csv
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.resume import resume_dir
+
+
+class Preempted(Exception):
+    """Stands for the job being killed between two epochs."""
+
+
+def tiny_config(home, tiny_model_dir, output: str, overrides: tuple[str, ...] = ()):
+    source = home / "news.csv"
+    if not source.exists():
+        write_csv(source, synthetic_rows(30))
+    path = make_config(
+        home,
+        tiny_model_dir,
+        source,
+        train__epochs=3,
+        train__learning_rate=3e-3,  # validation improves every epoch: the best weights are the last epoch's
+        train__warmup_ratio=0.2,  # the schedule must be restored mid-way
+        train__early_stopping_patience=5,
+    )
+    return load_config(path, [f"train.output_dir={home / output}", *overrides])
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny_model_dir, monkeypatch):
+    import mlflow
+    import torch
+
+    import pipeline.train as train_module
+
+    whole = train_module.train(tiny_config(home, tiny_model_dir, "whole"), show_progress=False)
+
+    cfg = tiny_config(home, tiny_model_dir, "halves")
+    batch_order = train_module.length_grouped_batches
+    calls = []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Preempted
+        return batch_order(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
+    with pytest.raises(Preempted):
+        train_module.train(cfg, show_progress=False)
+    state = resume_dir(home / "halves")
+    assert (state / "resume.json").is_file()
+    monkeypatch.setattr(train_module, "length_grouped_batches", batch_order)
+
+    resumed = train_module.train(cfg, show_progress=False, resume=True)
+
+    assert not state.exists()  # removed once the training is complete
+    assert whole.best_epoch == 3
+    assert (resumed.best_epoch, resumed.val_macro_f1) == (whole.best_epoch, whole.val_macro_f1)
+    assert resumed.test_metrics["macro_f1"] == whole.test_metrics["macro_f1"]
+    a, b = weights(home / "whole"), weights(home / "halves")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # one run for the two halves, its curves whole
+    client = mlflow.MlflowClient()
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["resumed_after_epoch"] == "1"
+    curve = [m.value for m in client.get_metric_history(resumed.run_id, "val_macro_f1_epoch")]
+    assert curve == [m.value for m in client.get_metric_history(whole.run_id, "val_macro_f1_epoch")]
+    assert len(curve) == 3
+    assert len(mlflow.search_runs(experiment_names=["topic"])) == 2
+
+
+def test_resume_refuses_without_a_state_or_with_another_config(home, tiny_model_dir, monkeypatch):
+    import pipeline.train as train_module
+
+    cfg = tiny_config(home, tiny_model_dir, "model")
+    with pytest.raises(PipelineError, match="nothing to resume"):
+        train_module.train(cfg, show_progress=False, resume=True)
+
+    def killed(*args, **kwargs):
+        raise Preempted
+
+    # a state written after epoch 1, then the job killed at the start of epoch 2
+    batch_order = train_module.length_grouped_batches
+    calls = []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        return killed() if len(calls) == 2 else batch_order(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
+    with pytest.raises(Preempted):
+        train_module.train(cfg, show_progress=False)
+    # the runtime may change between the halves, the training settings may not
+    changed = tiny_config(home, tiny_model_dir, "model", ("train.learning_rate=0.001", "runtime.threads=2"))
+    with pytest.raises(PipelineError, match=r"config differs from the interrupted run's in train\.learning_rate$"):
+        train_module.train(changed, show_progress=False, resume=True)
+
+
+def test_a_job_killed_during_the_final_evaluation_resumes_there(home, tiny_model_dir, monkeypatch):
+    import pipeline.train as train_module
+
+    cfg = tiny_config(home, tiny_model_dir, "model")
+    fit_temperature = train_module.fit_temperature
+
+    def killed(*args, **kwargs):
+        raise Preempted
+
+    monkeypatch.setattr(train_module, "fit_temperature", killed)
+    with pytest.raises(Preempted):
+        train_module.train(cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "fit_temperature", fit_temperature)
+    epochs_run = []
+    batch_order = train_module.length_grouped_batches
+    monkeypatch.setattr(
+        train_module, "length_grouped_batches", lambda *a, **k: epochs_run.append(1) or batch_order(*a, **k)
+    )
+    resumed = train_module.train(cfg, show_progress=False, resume=True)
+    assert epochs_run == []  # no epoch trained again
+    assert resumed.best_epoch == 3
+    assert resumed.test_metrics["n"] > 0
+    assert not resume_dir(home / "model").exists()
