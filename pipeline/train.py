@@ -179,7 +179,8 @@ def train(
     # the main process alone prepares the data first, tracks, evaluates and registers
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"fp32": "no"}.get(precision, precision))
     device, main = accelerator.device, accelerator.is_main_process
-    with accelerator.main_process_first():
+    # then each machine's first process (its disk may not be shared), then the rest, who find it prepared
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
         prepared = prepare(cfg)
     from datasets import load_from_disk
 
