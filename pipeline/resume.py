@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,8 @@ def read_resume_info(state_dir: Path, cfg: Config, data_digest: str) -> ResumeIn
     return ResumeInfo(**saved["progress"])
 
 
-def best_val_logits(state_dir: Path) -> np.ndarray:
+def saved_val_logits(state_dir: Path) -> np.ndarray:
+    """The validation logits of the best epoch so far (temperature and blends are fitted on them)."""
     return np.load(state_dir / BEST_VAL_LOGITS)
 
 
@@ -100,10 +101,8 @@ def save_resume_state(
     accelerator.save_state(str(partial))
     if main:
         np.save(partial / BEST_VAL_LOGITS, logits)
-        progress = {**info.__dict__}
-        write_json_atomic(
-            partial / RESUME_INFO, {"config": cfg.to_dict(), "data_digest": data_digest, "progress": progress}
-        )
+        saved = {"config": cfg.to_dict(), "data_digest": data_digest, "progress": asdict(info)}
+        write_json_atomic(partial / RESUME_INFO, saved)
     accelerator.wait_for_everyone()
     if main:
         replace_dir(partial, state_dir)

@@ -44,8 +44,7 @@ from pipeline.modeling import (
     window_logits,
     windows_per_text,
 )
-from pipeline.resume import ResumeInfo, read_resume_info, resume_dir, save_resume_state
-from pipeline.resume import best_val_logits as saved_val_logits
+from pipeline.resume import ResumeInfo, read_resume_info, resume_dir, save_resume_state, saved_val_logits
 from pipeline.tfidf import TfidfModel, apply_blend, fit_stack, fit_tfidf, log_clipped, stack, tfidf_texts
 
 
