@@ -305,7 +305,7 @@ def train(
                     "stage": "train",
                     "task": cfg.task,
                     "model": cfg.model.name,
-                    "data_digest": prepared.card["content_digest"],
+                    "data_digest": data_digest,
                     "device": str(device),
                     "precision": precision,
                     "fast_paths": ",".join(k for k, on in fast_paths.items() if on) or "none",
@@ -439,7 +439,7 @@ def train(
                                     "pair_column": cfg.data.pair_column,
                                     "val_macro_f1": best_f1,
                                     "epoch": epoch,
-                                    "data_digest": prepared.card["content_digest"],
+                                    "data_digest": data_digest,
                                 },
                             )
                             (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

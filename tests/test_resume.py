@@ -13,6 +13,27 @@ class Preempted(Exception):
     """Stands for the job being killed between two epochs."""
 
 
+def killed(*args, **kwargs):
+    raise Preempted
+
+
+def interrupted_in_epoch_2(cfg, monkeypatch) -> None:
+    """Train `cfg` until the job is killed at the start of epoch 2 (a state written after epoch 1)."""
+    import pipeline.train as train_module
+
+    batch_order = train_module.length_grouped_batches
+    calls = []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        return killed() if len(calls) == 2 else batch_order(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
+    with pytest.raises(Preempted):
+        train_module.train(cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "length_grouped_batches", batch_order)
+
+
 def tiny_config(home, tiny_model_dir, output: str, overrides: tuple[str, ...] = ()):
     source = home / "news.csv"
     if not source.exists():
@@ -44,21 +65,9 @@ def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny
     whole = train_module.train(tiny_config(home, tiny_model_dir, "whole"), show_progress=False)
 
     cfg = tiny_config(home, tiny_model_dir, "halves")
-    batch_order = train_module.length_grouped_batches
-    calls = []
-
-    def killed_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Preempted
-        return batch_order(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
-    with pytest.raises(Preempted):
-        train_module.train(cfg, show_progress=False)
+    interrupted_in_epoch_2(cfg, monkeypatch)
     state = resume_dir(home / "halves")
     assert (state / "resume.json").is_file()
-    monkeypatch.setattr(train_module, "length_grouped_batches", batch_order)
 
     resumed = train_module.train(cfg, show_progress=False, resume=True)
 
@@ -88,20 +97,7 @@ def test_resume_refuses_without_a_state_or_with_another_config(home, tiny_model_
     with pytest.raises(PipelineError, match="nothing to resume"):
         train_module.train(cfg, show_progress=False, resume=True)
 
-    def killed(*args, **kwargs):
-        raise Preempted
-
-    # a state written after epoch 1, then the job killed at the start of epoch 2
-    batch_order = train_module.length_grouped_batches
-    calls = []
-
-    def killed_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        return killed() if len(calls) == 2 else batch_order(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
-    with pytest.raises(Preempted):
-        train_module.train(cfg, show_progress=False)
+    interrupted_in_epoch_2(cfg, monkeypatch)
     # the runtime may change between the halves, the training settings may not
     changed = tiny_config(home, tiny_model_dir, "model", ("train.learning_rate=0.001", "runtime.threads=2"))
     with pytest.raises(PipelineError, match=r"config differs from the interrupted run's in train\.learning_rate$"):
@@ -113,10 +109,6 @@ def test_a_job_killed_during_the_final_evaluation_resumes_there(home, tiny_model
 
     cfg = tiny_config(home, tiny_model_dir, "model")
     fit_temperature = train_module.fit_temperature
-
-    def killed(*args, **kwargs):
-        raise Preempted
-
     monkeypatch.setattr(train_module, "fit_temperature", killed)
     with pytest.raises(Preempted):
         train_module.train(cfg, show_progress=False)
