@@ -71,13 +71,13 @@ test-fast: install
 	$(BIN)/pytest -q -n auto --maxprocesses 4 -m "not e2e"
 
 lint: install
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests scripts
+	$(BIN)/ruff format --check pipeline tests scripts
 	$(BIN)/mypy pipeline
 
 format: install
-	$(BIN)/ruff format pipeline tests
-	$(BIN)/ruff check --fix pipeline tests
+	$(BIN)/ruff format pipeline tests scripts
+	$(BIN)/ruff check --fix pipeline tests scripts
 
 # the MLflow UI over the project's store, on the loopback interface only
 ui: install
