@@ -36,14 +36,14 @@ def main(folders: list[Path]) -> None:
         members.append(clf)
     ys = {k: label_indices(d.labels, members[0].labels) for k, d in sets.items()}
     tfidf = TfidfModel.load(folders[0]) if (folders[0] / TFIDF_VOCAB).is_file() else None
+    log_tfidf = {k: tfidf.log_proba(tfidf_texts(d.texts, d.pairs)) for k, d in sets.items()} if tfidf else {}
 
     def report(name: str, probs: dict[str, np.ndarray]) -> None:
         def f1(p: dict[str, np.ndarray]) -> str:
             return "  ".join(f"{k} {f1_score(ys[k], p[k].argmax(1), average='macro'):.4f}" for k in sets)
 
         print(f"{name:<28} alone    {f1(probs)}")
-        if tfidf is not None:
-            log_tfidf = {k: tfidf.log_proba(tfidf_texts(d.texts, d.pairs)) for k, d in sets.items()}
+        if log_tfidf:
             w = fit_stack(log_clipped(probs["validation"]), log_tfidf["validation"], ys["validation"])
             print(f"{'':<28} blended  {f1({k: stack(log_clipped(probs[k]), log_tfidf[k], w) for k in sets})}")
 
