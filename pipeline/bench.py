@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.errors import PipelineError
 
 
 @dataclass
@@ -82,6 +83,8 @@ def bench_predict(cfg: Config, model_ref: str | None = None, limit: int | None =
     texts, pairs = data.texts[:limit], data.pairs[:limit] if data.pairs is not None else None
     folder, uri = tracking.resolve_model(model_ref or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}")
     clf = Classifier.load(folder, cfg.runtime.device, cfg.runtime.precision, cfg.runtime.eval_batch_size)
+    if clf.pooling == "mean_mention":  # its head is twice as wide as the one the plain pipeline builds
+        raise PipelineError("the plain transformers pipeline cannot run a model with pooling 'mean_mention'")
     labels = clf.labels
     y = label_indices(data.labels[: len(texts)], labels)
     # what a plain pipeline truncates at: the model's whole window, not the (shorter) one we may read
@@ -113,9 +116,9 @@ def bench_predict(cfg: Config, model_ref: str | None = None, limit: int | None =
 
         return run
 
-    from pipeline.modeling import encode_windows, load_model
+    from pipeline.modeling import load_model
 
-    windows = encode_windows(clf.tokenizer, texts, pairs, clf.max_length, clf.stride, clf.max_windows)
+    windows = clf.windows(texts, pairs)
     window_tokens = sum(len(ids) for ids in windows.input_ids)
     # what `pipeline predict` runs: the ONNX export when the folder has one, else PyTorch
     fast = load_model(

@@ -100,7 +100,7 @@ class ModelConfig(Strict):
     max_windows: int = Field(ge=1)
     combine: Literal["mean_logits", "max_logits", "mean_probs", "first"]
     attention_dropout: float = Field(ge=0.0, lt=1.0)
-    pooling: Literal["cls", "mean"]
+    pooling: Literal["cls", "mean", "mean_mention"]
     gate_label: str | None
     gate_threshold: float = Field(gt=0.0, lt=1.0)
     mark_pair: bool

@@ -47,16 +47,19 @@ def export_onnx(
             super().__init__()
             self.inner = model
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, *mention_mask: Any) -> Any:
+            extra = {"mention_mask": mention_mask[0]} if mention_mask else {}
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **extra)
             return out.logits
 
+    mentions = clf.pooling == "mean_mention"
     dummy = (
         torch.ones((2, 16), dtype=torch.long),
         torch.ones((2, 16), dtype=torch.long),
         torch.zeros((2, 16), dtype=torch.long),
+        *([torch.ones((2, 16), dtype=torch.long)] if mentions else []),
     )
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    names = ["input_ids", "attention_mask", "token_type_ids", *(["mention_mask"] if mentions else [])]
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
     try:
         _quiet_export()

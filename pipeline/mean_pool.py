@@ -2,6 +2,10 @@
 
 all-MiniLM-L6-v2 learnt its sentence space through mean pooling; its [CLS] vector was never
 trained for meaning, so a head on mean-pooled tokens starts from what the encoder knows.
+
+With `config.mention_pooling` (`model.pooling: mean_mention`) the head also reads the mean of the
+tokens in `mention_mask`, the target's mentions in the text (as TD-BERT pools the target): a
+sentence's mean says what it is about, not which of its names the stance is toward.
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
 
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 class MeanPoolBertClassifier(BertPreTrainedModel):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
+        self.mention_pooling = bool(getattr(config, "mention_pooling", False))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size * (2 if self.mention_pooling else 1), config.num_labels)
         self.post_init()
 
     def forward(
@@ -29,6 +39,7 @@ class MeanPoolBertClassifier(BertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        mention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
         hidden = self.bert(
@@ -36,8 +47,11 @@ class MeanPoolBertClassifier(BertPreTrainedModel):
         ).last_hidden_state
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled = masked_mean(hidden, attention_mask)
+        if self.mention_pooling:
+            if mention_mask is None:
+                raise ValueError("this model pools the target's mentions: give mention_mask")
+            pooled = torch.cat([pooled, masked_mean(hidden, mention_mask)], dim=-1)
         logits = self.classifier(self.dropout(pooled))
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

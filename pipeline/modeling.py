@@ -67,8 +67,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 
 def classifier_class(pooling: str) -> Any:
-    """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT family)."""
-    if pooling == "mean":
+    """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT family);
+    `mean_mention`: that mean beside the mean of the pair's mentions in the text."""
+    if pooling in ("mean", "mean_mention"):
         from pipeline.mean_pool import MeanPoolBertClassifier
 
         return MeanPoolBertClassifier
@@ -79,14 +80,20 @@ def classifier_class(pooling: str) -> Any:
 
 def build_classifier(name: str, labels: list[str], attention_dropout: float, pooling: str) -> PreTrainedModel:
     _quiet_transformers()
+    from transformers import AutoConfig
+
     try:
-        return classifier_class(pooling).from_pretrained(
-            resolve_model_name(name),
+        path = resolve_model_name(name)
+        config = AutoConfig.from_pretrained(
+            path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             attention_probs_dropout_prob=attention_dropout,
         )
+        if pooling == "mean_mention":
+            config.mention_pooling = True  # saved in config.json: the head's width follows it on load
+        return classifier_class(pooling).from_pretrained(path, config=config)
     except OSError as err:
         raise PipelineError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
 
@@ -155,6 +162,7 @@ class Windows:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
     owner: list[int]
+    mention: list[list[int]] | None = None  # `model.pooling: mean_mention`: 1 on the tokens pooled for the pair
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -163,14 +171,36 @@ class Windows:
 MENTION_OPEN, MENTION_CLOSE = "<<", ">>"
 
 
+def mention_pattern(target: str) -> re.Pattern[str] | None:
+    """Whole-word, case-insensitive mentions of `target`; None for a blank target."""
+    target = target.strip()
+    return re.compile(rf"(?<!\w){re.escape(target)}(?!\w)", re.IGNORECASE) if target else None
+
+
 def mark_mentions(text: str, target: str) -> str:
     """`text` with every whole-word, case-insensitive mention of `target` put between << and >>:
     the model then sees which of a sentence's names the stance is about."""
-    target = target.strip()
-    if not target:
+    pattern = mention_pattern(target)
+    if pattern is None:
         return text
-    pattern = re.compile(rf"(?<!\w){re.escape(target)}(?!\w)", re.IGNORECASE)
     return pattern.sub(lambda m: f"{MENTION_OPEN} {m.group(0)} {MENTION_CLOSE}", text)
+
+
+def mention_mask(
+    sequence_ids: list[int | None], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> list[int]:
+    """1 on a window's text tokens inside a mention (`spans`: character spans in the text); where the
+    window mentions none, 1 on the pair's own tokens, which have read the window (TD-BERT pooling)."""
+    mask = [
+        int(seq == 1 and any(a < end and b > start for start, end in spans))
+        for seq, (a, b) in zip(sequence_ids, offsets, strict=True)
+    ]
+    return mask if any(mask) else [int(seq == 0) for seq in sequence_ids]
+
+
+def mention_spans(texts: list[str], pairs: list[str]) -> list[list[tuple[int, int]]]:
+    patterns = [mention_pattern(p) for p in pairs]
+    return [[m.span() for m in p.finditer(t)] if p else [] for t, p in zip(texts, patterns, strict=True)]
 
 
 def marked_texts(texts: list[str], pairs: list[str] | None, mark_pair: bool, evidence_first: bool = False) -> list[str]:
@@ -216,7 +246,10 @@ def encode_windows(
     max_windows: int,
     mark_pair: bool = False,
     evidence_first: bool = False,
+    mention_pool: bool = False,
 ) -> Windows:
+    """Token windows of each text (after the pair, when there is one); `mention_pool` adds the
+    mask of the tokens `model.pooling: mean_mention` pools for the pair."""
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
     texts = marked_texts(texts, pairs, mark_pair, evidence_first)
@@ -231,8 +264,12 @@ def encode_windows(
         return_overflowing_tokens=True,
         return_token_type_ids=True,
         return_attention_mask=False,
+        return_offsets_mapping=mention_pool,
     )
-    ids, types, owner = [], [], []
+    if mention_pool and pairs is None:
+        raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
+    spans = mention_spans(texts, pairs) if mention_pool and pairs is not None else []
+    ids, types, owner, mention = [], [], [], []
     seen: dict[int, int] = {}
     for i, article in enumerate(enc["overflow_to_sample_mapping"]):
         seen[article] = seen.get(article, 0) + 1
@@ -240,21 +277,29 @@ def encode_windows(
             ids.append(enc["input_ids"][i])
             types.append(enc["token_type_ids"][i])
             owner.append(int(article))
-    return Windows(ids, types, owner)
+            if mention_pool:
+                mention.append(mention_mask(enc.sequence_ids(i), enc["offset_mapping"][i], spans[article]))
+    return Windows(ids, types, owner, mention if mention_pool else None)
 
 
-def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def pad_batch(windows: Windows, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Windows `idx`, padded to the longest: the model's keyword inputs."""
     import torch
 
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(ids), width), dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, (x, t) in enumerate(zip(ids, types, strict=True)):
-        input_ids[row, : len(x)] = torch.tensor(x)
-        token_type_ids[row, : len(t)] = torch.tensor(t)
-        attention_mask[row, : len(x)] = 1
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+    width = max(len(windows.input_ids[i]) for i in idx)
+    input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(idx), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(idx), width), dtype=torch.long)
+    mention_mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for row, i in enumerate(idx):
+        n = len(windows.input_ids[i])
+        input_ids[row, :n] = torch.tensor(windows.input_ids[i])
+        token_type_ids[row, :n] = torch.tensor(windows.token_type_ids[i])
+        attention_mask[row, :n] = 1
+        if windows.mention is not None:
+            mention_mask[row, :n] = torch.tensor(windows.mention[i])
+    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+    return batch | ({"mention_mask": mention_mask} if windows.mention is not None else {})
 
 
 # tokens per inference batch on a CPU: 4 windows of 512 ran 1.2-1.3x faster than 32 (cache-sized work)
@@ -293,7 +338,7 @@ def run_windows(
     with torch.inference_mode(), autocast(device, precision):
         max_tokens = CPU_BATCH_TOKENS if device.type == "cpu" else None
         for idx in length_batches([len(x) for x in windows.input_ids], batch_size, max_tokens):
-            batch = pad_batch([windows.input_ids[i] for i in idx], [windows.token_type_ids[i] for i in idx], pad_id)
+            batch = pad_batch(windows, idx, pad_id)
             out[idx] = forward({k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out
 
@@ -441,6 +486,7 @@ class Classifier:
             self.max_windows,
             self.mark_pair,
             self.evidence_first,
+            self.pooling == "mean_mention",
         )
 
     def window_logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[np.ndarray, Windows]:

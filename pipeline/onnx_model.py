@@ -25,6 +25,8 @@ from pipeline.modeling import (
     cut_pairs,
     length_batches,
     marked_texts,
+    mention_mask,
+    mention_spans,
     pair_token_budget,
     windows_per_text,
 )
@@ -95,13 +97,19 @@ class OnnxClassifier:
             self.max_length, stride=self.stride, strategy="only_second" if pairs is not None else "longest_first"
         )
         inputs: list[Any] = list(zip(pairs, texts, strict=True)) if pairs is not None else texts
-        ids, types, owner = [], [], []
+        mention_pool = self.meta.get("pooling") == "mean_mention"
+        if mention_pool and pairs is None:
+            raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
+        spans = mention_spans(texts, pairs) if mention_pool and pairs is not None else []
+        ids, types, owner, mention = [], [], [], []
         for article, encoding in enumerate(tok.encode_batch(inputs)):
             for window in [encoding, *encoding.overflowing][: self.max_windows]:
                 ids.append(window.ids)
                 types.append(window.type_ids)
                 owner.append(article)
-        return Windows(ids, types, owner)
+                if mention_pool:
+                    mention.append(mention_mask(window.sequence_ids, window.offsets, spans[article]))
+        return Windows(ids, types, owner, mention if mention_pool else None)
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         probs = apply_class_bias(self._probs(texts, pairs), self.meta.get("class_bias"))
@@ -129,11 +137,16 @@ class OnnxClassifier:
             input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             token_type_ids = np.zeros((len(idx), width), dtype=np.int64)
             attention_mask = np.zeros((len(idx), width), dtype=np.int64)
+            mention_mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 n = len(windows.input_ids[i])
                 input_ids[row, :n] = windows.input_ids[i]
                 token_type_ids[row, :n] = windows.token_type_ids[i]
                 attention_mask[row, :n] = 1
+                if windows.mention is not None:
+                    mention_mask[row, :n] = windows.mention[i]
             feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            if windows.mention is not None:
+                feed["mention_mask"] = mention_mask
             logits[idx] = self.session.run(["logits"], feed)[0]
         return [combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)]

@@ -100,7 +100,17 @@ def training_windows(
     # training may see longer or more windows than the model reads at evaluate and predict time
     max_length, stride = t.max_length or m.max_length, m.stride if t.stride is None else t.stride
     max_windows = 1 if t.windows == "first" else t.max_windows or m.max_windows
-    windows = encode_windows(tokenizer, texts, pairs, max_length, stride, max_windows, m.mark_pair, m.evidence_first)
+    windows = encode_windows(
+        tokenizer,
+        texts,
+        pairs,
+        max_length,
+        stride,
+        max_windows,
+        m.mark_pair,
+        m.evidence_first,
+        m.pooling == "mean_mention",
+    )
     return windows, y[np.asarray(windows.owner)]
 
 
@@ -145,6 +155,7 @@ def gated_split(
         m.max_windows,
         m.mark_pair,
         m.evidence_first,
+        m.pooling == "mean_mention",
     )
     return GatedSplit(passed, p_gate, windows)
 
@@ -369,11 +380,7 @@ def train(
                     if step >= total_steps:
                         break
                     step_start = time.perf_counter()
-                    batch = pad_batch(
-                        [train_windows.input_ids[i] for i in idx],
-                        [train_windows.token_type_ids[i] for i in idx],
-                        pad_id,
-                    )
+                    batch = pad_batch(train_windows, idx, pad_id)
                     target = torch.as_tensor(train_y[idx], device=device)
                     with accelerator.autocast():
                         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits

@@ -67,3 +67,31 @@ def test_device_and_precision_choice():
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(PipelineError, match="not a pipeline model folder"):
         Classifier.load(tmp_path)
+
+
+def test_mean_mention_pooling_reads_the_targets_mentions_and_survives_a_round_trip(tiny_model_dir, tmp_path):
+    import torch
+
+    labels = ["against", "favor", "neutral"]
+    torch.manual_seed(0)
+    model = build_classifier(str(tiny_model_dir), labels, 0.0, "mean_mention")
+    assert model.classifier.in_features == 2 * model.config.hidden_size
+    tok = load_tokenizer(str(tiny_model_dir))
+    clf = Classifier(
+        model, tok, labels, 64, 16, 4, "mean_logits", torch.device("cpu"), "fp32", batch_size=1, pooling="mean_mention"
+    )
+    texts = ["Alice praised Bob, and Bob thanked Alice.", TEXTS[1], "Nobody is named here."]
+    pairs = ["Alice", "striker", "Alice"]
+    before = clf.predict_proba(texts, pairs)
+    clf.save(tmp_path)
+    loaded = Classifier.load(tmp_path, "cpu", "fp32", batch_size=8)
+    assert loaded.pooling == "mean_mention"
+    np.testing.assert_allclose(loaded.predict_proba(texts, pairs), before, atol=1e-5)
+    with pytest.raises(PipelineError, match="needs a pair column"):
+        loaded.predict_proba(texts)
+    with pytest.raises(ValueError, match="mention_mask"):
+        model(input_ids=torch.ones((1, 4), dtype=torch.long))
+    # the mention half of the head is read: zeroing it changes the answer
+    with torch.no_grad():
+        loaded.model.classifier.weight[:, model.config.hidden_size :] = 0.0
+    assert not np.allclose(loaded.predict_proba(texts, pairs), before, atol=1e-4)

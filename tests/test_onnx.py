@@ -83,3 +83,26 @@ def test_export_refuses_a_model_that_disagrees(trained, monkeypatch):
     with pytest.raises(PipelineError, match="nothing was kept"):
         export_onnx(result.model_dir, False, ["match goal"], None)
     assert not (result.model_dir / "model.onnx").exists()
+
+
+def test_onnx_export_of_a_mention_pooling_model_reads_the_same_mentions(tiny_model_dir, tmp_path):
+    import torch
+
+    from pipeline.modeling import build_classifier, load_tokenizer
+
+    labels = ["against", "favor", "neutral"]
+    torch.manual_seed(1)
+    model = build_classifier(str(tiny_model_dir), labels, 0.0, "mean_mention").eval()
+    tok = load_tokenizer(str(tiny_model_dir))
+    Classifier(model, tok, labels, 48, 8, 4, "mean_logits", torch.device("cpu"), "fp32", pooling="mean_mention").save(
+        tmp_path
+    )
+    long_text = "Ankara talks. " + " ".join(r["text"] for r in synthetic_rows(2, seed=3)) + " And Ankara's reply."
+    texts, pairs = [long_text, "Ankara and Athens met.", "Nobody here."], ["Ankara", "Athens", "Ankara"]
+    report = export_onnx(tmp_path, False, texts, pairs)
+    assert report["agreement"] == 1.0
+    fast, torch_clf = load_model(tmp_path, "cpu", "fp32"), Classifier.load(tmp_path, "cpu", "fp32")
+    assert isinstance(fast, OnnxClassifier)
+    ours, theirs = fast.windows(texts, pairs), torch_clf.windows(texts, pairs)
+    assert ours.input_ids == theirs.input_ids and ours.mention == theirs.mention and len(ours) > 3
+    assert np.allclose(fast.predict_proba(texts, pairs), torch_clf.predict_proba(texts, pairs), atol=1e-4)

@@ -124,6 +124,29 @@ def test_mentions_of_the_target_are_marked_whole_words_only():
     assert mark_mentions("unchanged", "  ") == "unchanged"
 
 
+def test_mention_mask_is_the_targets_mentions_in_each_window_else_the_target(tokenizer):
+    text = "Turkey met Greece. " + " ".join(f"filler{i}" for i in range(60)) + " Later, turkey's envoy left."
+    w = encode_windows(tokenizer, [text, "Nobody named."], ["Turkey", "Turkey"], 48, 8, 100, mention_pool=True)
+    assert w.mention is not None and len(w.mention) == len(w) > 3
+    pair_len = len(tokenizer("Turkey", add_special_tokens=False)["input_ids"])
+    picked = [
+        tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        for ids, mask in zip(w.input_ids, w.mention, strict=True)
+    ]
+    assert picked[0] == "turkey" and picked[w.owner.index(0) + w.owner.count(0) - 1] == "turkey"
+    for ids, mask, article in zip(w.input_ids, w.mention, w.owner, strict=True):
+        assert len(mask) == len(ids)
+        if article == 1 or sum(mask) != 1:  # no mention in the window: the target's own tokens
+            assert mask == [0] + [1] * pair_len + [0] * (len(ids) - pair_len - 1)
+    # "Turkeys" is another word, not a mention; the plain windows are unchanged
+    [other_word] = encode_windows(tokenizer, ["Turkeys fly."], ["Turkey"], 48, 8, 4, mention_pool=True).mention
+    assert other_word == [0] + [1] * pair_len + [0] * (len(other_word) - pair_len - 1)
+    assert encode_windows(tokenizer, [text], ["Turkey"], 48, 8, 100).input_ids == w.input_ids[: w.owner.count(0)]
+    assert encode_windows(tokenizer, [text], ["Turkey"], 48, 8, 100).mention is None
+    with pytest.raises(PipelineError, match="needs a pair column"):
+        encode_windows(tokenizer, [text], None, 48, 8, 4, mention_pool=True)
+
+
 def test_training_windows_follow_train_settings_else_the_models(tokenizer):
     from pathlib import Path
 
