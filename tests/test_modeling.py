@@ -1,4 +1,4 @@
-"""The classifier: save/load round trip for both poolings, padding invariance, device and precision choice."""
+"""The classifier: save/load round trip for each pooling, padding invariance, device and precision choice."""
 
 import numpy as np
 import pytest
