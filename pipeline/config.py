@@ -220,6 +220,12 @@ class Config(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mention_pooling_has_pairs(self) -> Config:
+        if self.model.pooling == "mean_mention" and self.data.pair_column is None:
+            raise ValueError("model.pooling 'mean_mention' pools the pair's mentions: it needs data.pair_column")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

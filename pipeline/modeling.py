@@ -252,6 +252,8 @@ def encode_windows(
     mask of the tokens `model.pooling: mean_mention` pools for the pair."""
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
+    if mention_pool and pairs is None:
+        raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
     texts = marked_texts(texts, pairs, mark_pair, evidence_first)
     if pairs is not None:
         pairs = fit_pairs(tokenizer, pairs, max_length, stride)
@@ -266,8 +268,6 @@ def encode_windows(
         return_attention_mask=False,
         return_offsets_mapping=mention_pool,
     )
-    if mention_pool and pairs is None:
-        raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
     spans = mention_spans(texts, pairs) if mention_pool and pairs is not None else []
     ids, types, owner, mention = [], [], [], []
     seen: dict[int, int] = {}

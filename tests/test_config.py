@@ -74,6 +74,12 @@ def test_bad_override_names_the_key(override, message):
         load_config(ROOT / "configs" / "topic.yaml", [override])
 
 
+def test_mention_pooling_needs_a_pair_column():
+    with pytest.raises(PipelineError, match="needs data.pair_column"):
+        load_config(ROOT / "configs" / "topic.yaml", ["model.pooling=mean_mention", "data.pair_column=null"])
+    assert load_config(ROOT / "configs" / "target_stance.yaml").model.pooling == "mean_mention"
+
+
 def test_unknown_key_in_file_is_named(tmp_path):
     text = (ROOT / "configs" / "topic.yaml").read_text().replace("  epochs:", "  epocs:")
     bad = tmp_path / "bad.yaml"
