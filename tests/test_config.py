@@ -75,7 +75,7 @@ def test_bad_override_names_the_key(override, message):
 
 
 def test_mention_pooling_needs_a_pair_column():
-    with pytest.raises(PipelineError, match="needs data.pair_column"):
+    with pytest.raises(PipelineError, match=r"needs data\.pair_column"):
         load_config(ROOT / "configs" / "topic.yaml", ["model.pooling=mean_mention", "data.pair_column=null"])
     assert load_config(ROOT / "configs" / "target_stance.yaml").model.pooling == "mean_mention"
 
