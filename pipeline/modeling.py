@@ -198,7 +198,10 @@ def mention_mask(
     return mask if any(mask) else [int(seq == 0) for seq in sequence_ids]
 
 
-def mention_spans(texts: list[str], pairs: list[str]) -> list[list[tuple[int, int]]]:
+def mention_spans(texts: list[str], pairs: list[str] | None) -> list[list[tuple[int, int]]]:
+    """The character spans of each text's mentions of its pair (`model.pooling: mean_mention`)."""
+    if pairs is None:
+        raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
     patterns = [mention_pattern(p) for p in pairs]
     return [[m.span() for m in p.finditer(t)] if p else [] for t, p in zip(texts, patterns, strict=True)]
 
@@ -252,11 +255,10 @@ def encode_windows(
     mask of the tokens `model.pooling: mean_mention` pools for the pair."""
     if stride >= max_length // 2:
         raise PipelineError(f"model.stride ({stride}) must be under half of max_length ({max_length})")
-    if mention_pool and pairs is None:
-        raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
     texts = marked_texts(texts, pairs, mark_pair, evidence_first)
     if pairs is not None:
         pairs = fit_pairs(tokenizer, pairs, max_length, stride)
+    spans = mention_spans(texts, pairs) if mention_pool else []  # in the texts as they are read
     args: tuple[Any, ...] = (pairs, texts) if pairs is not None else (texts,)
     enc = tokenizer(
         *args,
@@ -268,7 +270,6 @@ def encode_windows(
         return_attention_mask=False,
         return_offsets_mapping=mention_pool,
     )
-    spans = mention_spans(texts, pairs) if mention_pool and pairs is not None else []
     ids, types, owner, mention = [], [], [], []
     seen: dict[int, int] = {}
     for i, article in enumerate(enc["overflow_to_sample_mapping"]):

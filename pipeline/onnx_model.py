@@ -98,9 +98,7 @@ class OnnxClassifier:
         )
         inputs: list[Any] = list(zip(pairs, texts, strict=True)) if pairs is not None else texts
         mention_pool = self.meta.get("pooling") == "mean_mention"
-        if mention_pool and pairs is None:
-            raise PipelineError("model.pooling 'mean_mention' needs a pair column: it pools the pair's mentions")
-        spans = mention_spans(texts, pairs) if mention_pool and pairs is not None else []
+        spans = mention_spans(texts, pairs) if mention_pool else []
         ids, types, owner, mention = [], [], [], []
         for article, encoding in enumerate(tok.encode_batch(inputs)):
             for window in [encoding, *encoding.overflowing][: self.max_windows]:
@@ -137,16 +135,16 @@ class OnnxClassifier:
             input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             token_type_ids = np.zeros((len(idx), width), dtype=np.int64)
             attention_mask = np.zeros((len(idx), width), dtype=np.int64)
-            mention_mask = np.zeros((len(idx), width), dtype=np.int64)
+            mentions = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 n = len(windows.input_ids[i])
                 input_ids[row, :n] = windows.input_ids[i]
                 token_type_ids[row, :n] = windows.token_type_ids[i]
                 attention_mask[row, :n] = 1
                 if windows.mention is not None:
-                    mention_mask[row, :n] = windows.mention[i]
+                    mentions[row, :n] = windows.mention[i]
             feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
             if windows.mention is not None:
-                feed["mention_mask"] = mention_mask
+                feed["mention_mask"] = mentions
             logits[idx] = self.session.run(["logits"], feed)[0]
         return [combine_windows(logits / self.temperature, windows.owner, len(texts), self.combine)]
