@@ -20,25 +20,15 @@ from datasets import load_from_disk
 from sklearn.metrics import f1_score
 from transformers import get_linear_schedule_with_warmup
 
-from pipeline.modeling import Windows, build_classifier, encode_windows, load_tokenizer, pad_batch
+from pipeline.modeling import Windows, build_classifier, encode_windows, load_tokenizer, pad_batch, window_logits
 
 PREPARED = "data/prepared/target_stance"
 LABELS = ["against", "favor", "neutral"]  # the prepared label ids' order (the config's `data.labels`)
 MAX_LENGTH, STRIDE, BATCH, LR, WEIGHT_DECAY, WARMUP = 128, 32, 16, 1e-4, 0.01, 0.1
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, windows: Windows, pad_id: int) -> np.ndarray:
-    model.eval()
-    order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]))
-    out = np.zeros(len(windows), dtype=int)
-    for start in range(0, len(order), 64):
-        idx = order[start : start + 64]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(**pad_batch(windows, idx, pad_id)).logits
-        out[idx] = logits.float().argmax(-1).numpy()
-    model.train()
-    return out
+    return window_logits(model, windows, pad_id, 64, torch.device("cpu"), "bf16").argmax(axis=1)
 
 
 def run(arm: str, seed: int, epochs: int, data: dict[str, tuple[Windows, np.ndarray]], pad_id: int) -> None:
@@ -57,6 +47,7 @@ def run(arm: str, seed: int, epochs: int, data: dict[str, tuple[Windows, np.ndar
     rng = random.Random(seed)
     best, best_test, started = -1.0, -1.0, time.time()
     for epoch in range(1, epochs + 1):
+        model.train()  # from_pretrained hands the model over in eval mode, without dropout
         order = list(range(len(train_windows)))
         rng.shuffle(order)
         for start in range(0, len(order), BATCH):
