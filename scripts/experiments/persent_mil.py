@@ -32,7 +32,8 @@ LABELS = {"Positive": "favor", "Negative": "against", "Neutral": "neutral"}
 
 def article_logits(model: torch.nn.Module, windows: Windows, articles: list[int], pad_id: int) -> torch.Tensor:
     """The mean window logits of each article in `articles` (their windows in one batch)."""
-    idx = [i for i, owner in enumerate(windows.owner) if owner in set(articles)]
+    wanted = set(articles)
+    idx = [i for i, owner in enumerate(windows.owner) if owner in wanted]
     logits = model(**pad_batch(windows, idx, pad_id)).logits
     owner = torch.tensor([articles.index(windows.owner[i]) for i in idx])
     sums = torch.zeros(len(articles), logits.shape[1]).index_add(0, owner, logits.float())
