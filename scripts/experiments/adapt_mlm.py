@@ -19,21 +19,21 @@ import random
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
+
+from pipeline.io import read_table
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def corpus(seed: int) -> tuple[list[str], list[str]]:
     """(news articles, task sentences): unlabelled text only, no test text."""
-    mtsc = pd.read_csv(DATA / "newsmtsc.csv.gz")
+    mtsc = read_table(DATA / "newsmtsc.csv.gz", ["split", "sentence"])
     test_sentences = set(mtsc.loc[mtsc["split"] != "train", "sentence"])
     sentences = sorted(set(mtsc.loc[mtsc["split"] == "train", "sentence"]) - test_sentences)
     articles: list[str] = []
     for name in ("allsides_media_train_6k.csv.gz", "allsides_media_valid.csv.gz"):
-        frame = pd.read_csv(DATA / name, usecols=["content_original"])
-        articles += [str(t) for t in frame["content_original"].dropna()]
+        articles += [t for t in read_table(DATA / name, ["content_original"])["content_original"] if t.strip()]
     # an article that holds a test sentence is dropped whole (matched on the sentence's first 60 characters)
     probes = [s[:60] for s in test_sentences if len(s) >= 60]
     kept = [a for a in articles if not any(p in a for p in probes)]

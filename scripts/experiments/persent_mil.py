@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from pipeline.io import read_table
 from pipeline.metrics import fit_class_bias
-from pipeline.modeling import Classifier, Windows, apply_article_bias, combine_windows, pad_batch
+from pipeline.modeling import Classifier, Windows, apply_article_bias, combine_windows, pad_batch, window_logits
 
 SOURCE = Path("../shared/data/persent_dev_random_test.csv.gz")
 LABELS = {"Positive": "favor", "Negative": "against", "Neutral": "neutral"}
@@ -64,7 +64,12 @@ def main() -> None:
     n_windows = np.bincount(windows.owner, minlength=len(texts))
     pad_id = int(clf.tokenizer.pad_token_id or 0)
     start_state = copy.deepcopy(clf.model.state_dict())
-    before = combine_windows(clf.window_logits(texts, targets)[0], windows.owner, len(texts), "mean_logits")
+
+    def article_probs() -> np.ndarray:  # the windows above, read by the model as it is now
+        logits = window_logits(clf.model, windows, pad_id, clf.batch_size, clf.device, clf.precision)
+        return combine_windows(logits, windows.owner, len(texts), "mean_logits")
+
+    before = article_probs()
     print(f"{len(texts)} dev articles, {len(windows)} windows; labels {clf.labels}, counts {np.bincount(y).tolist()}")
 
     weights = torch.tensor(len(y) / (len(clf.labels) * np.bincount(y, minlength=len(clf.labels))), dtype=torch.float)
@@ -101,7 +106,7 @@ def main() -> None:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
         model.eval()
-        after = combine_windows(clf.window_logits(texts, targets)[0], windows.owner, len(texts), "mean_logits")
+        after = article_probs()
         predicted["article-trained"][held_out] = after[held_out].argmax(1)
         bias = list(fit_class_bias(after[fit], y[fit]))  # in-sample for the trained folds: for the record
         predicted["article-trained + offsets"][held_out] = apply_article_bias(
