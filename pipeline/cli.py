@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 app = typer.Typer(
     help="News-article classification by topic and stance, tracked in MLflow.",
@@ -41,7 +41,7 @@ LabelMapOpt = Annotated[str | None, typer.Option(help="Map data labels to model 
 
 
 def _config(config: Path | None, overrides: list[str] | None, profile: str | None = None) -> Any:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     return load_config(config, overrides or [], profile)
 
@@ -53,7 +53,7 @@ def _echo_json(obj: Any) -> None:
 @app.command()
 def prepare(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt = None, force: bool = False) -> None:
     """Clean, deduplicate and split the data source; write a DatasetDict and a data card."""
-    from pipeline.data import prepare as run_prepare
+    from pipeline.stages.prepare import prepare as run_prepare
 
     cfg = _config(config, set_, profile)
     result = run_prepare(cfg, force=force)
@@ -91,13 +91,14 @@ def train(
     ] = False,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
-    from pipeline.train import train as run_train
+    from pipeline.stages.train import train as run_train
+    from pipeline.tracking.store import store_errors
 
     cfg = _config(config or (_default_zeroshot_config() if pseudo_labels else None), set_, profile)
     try:
         r = run_train(cfg, register=register, pseudo_labels=pseudo_labels, resume=resume)
-    except _store_errors() as err:
-        from pipeline.config import resolve_path
+    except store_errors() as err:
+        from pipeline.core.config import resolve_path
 
         raise PipelineError(
             f"the MLflow store failed ({_first_line(err)}); the trained model is kept in "
@@ -124,24 +125,24 @@ def log_model(
     register: Annotated[bool, typer.Option(help="Register the model in the MLflow registry.")] = True,
 ) -> None:
     """Log a model trained while the tracking store was away: its config, test metrics, the model, its alias."""
-    from pipeline.config import resolve_path
-    from pipeline.train import log_trained_model
+    from pipeline.core.config import resolve_path
+    from pipeline.stages.train import log_trained_model
 
     r = log_trained_model(resolve_path(folder), register=register)
-    typer.echo(f"logged {folder}: test macro-F1 {r['macro_f1']:.4f} (n={r['n']}); run {r['run_id']}")
-    if r["alias"]:
-        typer.echo(f"registered {r['registered_model']} @{r['alias']}")
+    typer.echo(f"logged {folder}: test macro-F1 {r.test_macro_f1:.4f} (n={r.n}); run {r.run_id}")
+    if r.alias:
+        typer.echo(f"registered {r.registered_model} @{r.alias}")
 
 
 @app.command()
 def baseline(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt = None) -> None:
     """TF-IDF + logistic regression, logged to the same experiment for comparison."""
-    from pipeline.baseline import run_baseline
+    from pipeline.stages.baseline import run_baseline
 
     r = run_baseline(_config(config, set_, profile))
     typer.echo(
-        f"tfidf baseline (C={r['c']:g}): validation macro-F1 {r['val']['macro_f1']:.4f}, "
-        f"test macro-F1 {r['test']['macro_f1']:.4f}; run {r['run_id']}; {r['seconds']:.0f} s"
+        f"tfidf baseline (C={r.c:g}): validation macro-F1 {r.val['macro_f1']:.4f}, "
+        f"test macro-F1 {r.test['macro_f1']:.4f}; run {r.run_id}; {r.seconds:.0f} s"
     )
 
 
@@ -168,14 +169,9 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on the test split or a labelled file, as an MLflow run."""
-    from pipeline.evaluate import evaluate as run_evaluate
-    from pipeline.evaluate import (
-        extra_test_data,
-        load_eval_file,
-        parse_label_map,
-        prepared_test_data,
-        split_by_seen_targets,
-    )
+    from pipeline.core.labelled import extra_test_data, load_eval_file, parse_label_map
+    from pipeline.stages.evaluate import evaluate as run_evaluate
+    from pipeline.stages.evaluate import prepared_test_data, split_by_seen_targets
 
     cfg = _config(config, set_, profile)
     if on is not None:
@@ -190,10 +186,10 @@ def evaluate(
     for eval_data in sets:
         r = run_evaluate(cfg, model, eval_data)
         if as_json:
-            _echo_json(_evaluation_json(r) | ({"data": r["data_name"]} if len(sets) > 1 else {}))
+            _echo_json(r.summary() | ({"data": r.data_name} if len(sets) > 1 else {}))
             continue
-        _print_evaluation(r, r["model_uri"])
-        typer.echo(f"run {r['run_id']}")
+        _print_evaluation(r.metrics, r.data_name, r.model_uri)
+        typer.echo(f"run {r.run_id}")
 
 
 @app.command()
@@ -217,8 +213,8 @@ def zeroshot(
     as_json: JsonOpt = False,
 ) -> None:
     """Classify with labels never trained on; evaluated and logged like `evaluate`, beside the fine-tuned runs."""
-    from pipeline.evaluate import load_eval_file, parse_label_map
-    from pipeline.zeroshot import run_zeroshot
+    from pipeline.core.labelled import load_eval_file, parse_label_map
+    from pipeline.stages.zeroshot import run_zeroshot
 
     cfg = _config(config or _default_zeroshot_config(), set_, profile)
     eval_data = None
@@ -228,36 +224,28 @@ def zeroshot(
     label_list = labels.split(",") if labels is not None else None
     r = run_zeroshot(cfg, eval_data, label_list, register=register)
     if as_json:
-        _echo_json(_evaluation_json(r))
+        _echo_json(r.evaluation.summary())
         return
-    _print_evaluation(r, f"zero-shot ({cfg.zeroshot.engine if cfg.zeroshot else ''})")
-    if r["val_macro_f1"] is not None:
-        typer.echo(f"  validation macro-F1 {r['val_macro_f1']:.4f}")
-    if r["alias"]:
-        typer.echo(f"registered {r['registered_model']} @{r['alias']}")
-    typer.echo(f"run {r['run_id']}; {r['seconds']:.0f} s")
+    engine = cfg.zeroshot.engine if cfg.zeroshot else ""
+    _print_evaluation(r.evaluation.metrics, r.evaluation.data_name, f"zero-shot ({engine})")
+    if r.val_macro_f1 is not None:
+        typer.echo(f"  validation macro-F1 {r.val_macro_f1:.4f}")
+    if r.alias:
+        typer.echo(f"registered {r.registered_model} @{r.alias}")
+    typer.echo(f"run {r.evaluation.run_id}; {r.seconds:.0f} s")
 
 
 def _default_zeroshot_config() -> Path:
-    from pipeline.config import default_config_path
+    from pipeline.core.config import default_config_path
 
     return default_config_path("zeroshot_topic")
 
 
-def _evaluation_json(r: dict[str, Any]) -> dict[str, Any]:
-    """The documented `--json` object of evaluate and zeroshot; the full metrics are in the MLflow run."""
-    per_class = {
-        label: {k: row[k] for k in ("precision", "recall", "f1", "support")} for label, row in r["per_class"].items()
-    }
-    keys = ("n", "accuracy", "macro_f1", "fnc_score", "run_id")
-    return {k: r[k] for k in keys if k in r} | {"per_class": per_class}
-
-
-def _print_evaluation(r: dict[str, Any], model: str) -> None:
-    typer.echo(f"{model} on {r['data_name']} (n={r['n']}): macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}")
-    if "fnc_score" in r:
-        typer.echo(f"  FNC-1 relative score {r['fnc_score']:.2f}")
-    for label, row in r["per_class"].items():
+def _print_evaluation(m: dict[str, Any], data_name: str, model: str) -> None:
+    typer.echo(f"{model} on {data_name} (n={m['n']}): macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}")
+    if "fnc_score" in m:
+        typer.echo(f"  FNC-1 relative score {m['fnc_score']:.2f}")
+    for label, row in m["per_class"].items():
         typer.echo(
             f"  {label:<16} precision {row['precision']:.3f} recall {row['recall']:.3f} "
             f"f1 {row['f1']:.3f} support {row['support']}"
@@ -296,14 +284,15 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Label articles with the registered champion model; `--claim` adds the stance toward each claim."""
-    from pipeline.predict import given_names, read_inputs, render_table
-    from pipeline.predict import predict as run_predict
+    from pipeline.stages.predict import predict as run_predict
+    from pipeline.stages.predict import render_table
+    from pipeline.text.articles import given_names, read_inputs
 
     cfg = _config(config or (_default_zeroshot_config() if zero_shot else None), set_, profile)
     articles = read_inputs(paths)
     classifier = None
     if zero_shot:
-        from pipeline.zeroshot import build_zeroshot
+        from pipeline.models.zeroshot import build_zeroshot
 
         classifier = build_zeroshot(cfg)
     results = run_predict(
@@ -334,7 +323,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """The runs of every task, newest first: model, data digest, test macro-F1, duration, alias."""
-    from pipeline.runs import list_runs, render_runs
+    from pipeline.stages.runs import list_runs, render_runs
 
     rows = list_runs(task, limit)
     if as_json:
@@ -356,23 +345,25 @@ def promote(
 ) -> None:
     """Score challenger and champion on the same test split; promote the challenger only when it is
     better beyond the bootstrap noise."""
-    from pipeline.config import default_config_path
-    from pipeline.runs import promote as run_promote
+    from dataclasses import asdict
+
+    from pipeline.core.config import default_config_path
+    from pipeline.stages.runs import promote as run_promote
 
     r = run_promote(_config(config or default_config_path(task), set_), dry_run=dry_run)
     if as_json:
-        _echo_json(r)
+        _echo_json(asdict(r))
         return
-    low, high = r["difference_ci95"]
-    typer.echo(f"{r['model']} on its test split (n={r['n']}):")
-    typer.echo(f"  champion   v{r['champion_version']}: macro-F1 {r['champion_macro_f1']:.4f}")
-    typer.echo(f"  challenger v{r['challenger_version']}: macro-F1 {r['challenger_macro_f1']:.4f}")
-    typer.echo(f"  difference {r['difference']:+.4f}, 95% bootstrap interval [{low:+.4f}, {high:+.4f}]")
-    if r["promoted"]:
-        typer.echo(f"promoted: v{r['challenger_version']} is now the champion")
+    low, high = r.difference_ci95
+    typer.echo(f"{r.model} on its test split (n={r.n}):")
+    typer.echo(f"  champion   v{r.champion_version}: macro-F1 {r.champion_macro_f1:.4f}")
+    typer.echo(f"  challenger v{r.challenger_version}: macro-F1 {r.challenger_macro_f1:.4f}")
+    typer.echo(f"  difference {r.difference:+.4f}, 95% bootstrap interval [{low:+.4f}, {high:+.4f}]")
+    if r.promoted:
+        typer.echo(f"promoted: v{r.challenger_version} is now the champion")
     else:
         reason = "dry run" if dry_run and low > 0 else "the interval includes 0 or lies below it"
-        typer.echo(f"not promoted ({reason}): v{r['champion_version']} stays the champion")
+        typer.echo(f"not promoted ({reason}): v{r.champion_version} stays the champion")
 
 
 @app.command()
@@ -385,27 +376,27 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also quantise the weights to int8 and use that.")] = False,
 ) -> None:
     """Store an ONNX copy of a model in its folder; predict and evaluate then run it without torch."""
-    from pipeline import tracking
-    from pipeline.evaluate import prepared_split_data
-    from pipeline.export import export_onnx
+    from pipeline.stages.evaluate import prepared_split_data
+    from pipeline.stages.export import export_onnx
+    from pipeline.tracking.registry import CHAMPION, resolve_model
 
     if not onnx:
         raise PipelineError("say which format: --onnx (with --int8 for int8 weights)")
     cfg = _config(config, set_, profile)
-    folder, uri = tracking.resolve_model(model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}")
+    folder, uri = resolve_model(model or f"models:/{cfg.mlflow.registered_model}@{CHAMPION}")
     check = prepared_split_data(cfg, "validation")
     n = min(len(check.texts), 500)
     pairs = check.pairs[:n] if check.pairs is not None else None
     r = export_onnx(folder, int8, check.texts[:n], pairs, cfg.model.tfidf_first)
     typer.echo(
-        f"{uri}: {r['onnx']} written to {r['folder']}; same label as PyTorch on {r['agreement']:.1%} "
-        f"of {n} validation texts (largest probability difference {r['max_prob_diff']:.4f})"
+        f"{uri}: {r.onnx} written to {r.folder}; same label as PyTorch on {r.agreement:.1%} "
+        f"of {n} validation texts (largest probability difference {r.max_prob_diff:.4f})"
     )
     if cfg.model.tfidf_first:
         typer.echo(
-            f"TF-IDF first: answers alone where its top probability is ≥ {r['tfidf_first']} "
-            f"({r['tfidf_first_share']:.0%} of the validation texts), no validation label changed"
-            if r["tfidf_first"] is not None
+            f"TF-IDF first: answers alone where its top probability is ≥ {r.tfidf_first} "
+            f"({r.tfidf_first_share:.0%} of the validation texts), no validation label changed"
+            if r.tfidf_first is not None
             else "TF-IDF first: every threshold would change a validation label; the transformer reads every text"
         )
 
@@ -424,48 +415,40 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Predict speed against the plain transformers pipeline (batch 1 and 16), side by side in one process."""
-    from pipeline.bench import bench_predict, bench_train
+    from dataclasses import asdict
+
+    from pipeline.stages.bench import bench_predict, bench_train
 
     if train:
         t = bench_train(_config(config, set_, profile), steps)
         if as_json:
-            _echo_json(t)
+            _echo_json(asdict(t))
             return
-        typer.echo(f"{t['steps']} steps of {t['batch_size']} windows, the same {t['windows']} training windows:")
+        typer.echo(f"{t.steps} steps of {t.batch_size} windows, the same {t.windows} training windows:")
         typer.echo(
-            f"  transformers.Trainer (defaults: {t['trainer_optim']}, {t['trainer_precision']}) "
-            f"{t['trainer_steps_per_s']:.3f} steps/s"
+            f"  transformers.Trainer (defaults: {t.trainer_optim}, {t.trainer_precision}) "
+            f"{t.trainer_steps_per_s:.3f} steps/s"
         )
-        ours = "pipeline train (train.fast_paths)" if t["fast_paths"] else "pipeline train"
-        typer.echo(f"  {ours:<46}  {t['ours_steps_per_s']:.3f} steps/s")
-        typer.echo(f"  speed-up: {t['speedup']:.2f}x")
+        ours = "pipeline train (train.fast_paths)" if t.fast_paths else "pipeline train"
+        typer.echo(f"  {ours:<46}  {t.ours_steps_per_s:.3f} steps/s")
+        typer.echo(f"  speed-up: {t.speedup:.2f}x")
         return
     r = bench_predict(_config(config, set_, profile), model, limit)
     if as_json:
-        keys = ("baseline_bs1_articles_per_s", "baseline_bs16_articles_per_s", "articles_per_s")
-        _echo_json(
-            {k: r[k] for k in (*keys, "speedup_vs_bs1", "speedup_vs_bs16", "macro_f1", "transformer_read_share")}
-        )
+        _echo_json(r.summary())
         return
-    typer.echo(f"{r['model_uri']} on {r['n']} test articles, {r['device']}:")
-    for m in r["runs"]:
+    typer.echo(f"{r.model_uri} on {r.n} test articles, {r.device}:")
+    for m in r.runs:
         typer.echo(
             f"  {m.name:<40} {m.articles_per_s:7.1f} articles/s {m.tokens_per_s:9.0f} tokens/s "
             f"peak {m.peak_rss_mb:6.0f} MB  macro-F1 {m.macro_f1:.4f}"
         )
-    typer.echo(f"  speed-up: {r['speedup_vs_bs1']:.2f}x batch 1, {r['speedup_vs_bs16']:.2f}x batch 16")
+    summary = r.summary()
+    typer.echo(f"  speed-up: {summary['speedup_vs_bs1']:.2f}x batch 1, {summary['speedup_vs_bs16']:.2f}x batch 16")
     typer.echo(
-        f"  our predict path gives the fp32 PyTorch model's label on {r['label_agreement_with_torch']:.1%} of "
-        f"articles; the transformer read {r['transformer_read_share']:.0%} of them"
+        f"  our predict path gives the PyTorch model's label on {r.label_agreement_with_torch:.1%} of "
+        f"articles; the transformer read {r.transformer_read_share:.0%} of them"
     )
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    """What a failing MLflow store raises: MLflow's own errors and requests' connection errors."""
-    from mlflow.exceptions import MlflowException
-    from requests.exceptions import RequestException
-
-    return (MlflowException, RequestException)
 
 
 def _first_line(err: BaseException) -> str:
@@ -479,7 +462,9 @@ def main() -> None:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except Exception as err:
-        if not isinstance(err, _store_errors()):
+        from pipeline.tracking.store import store_errors
+
+        if not isinstance(err, store_errors()):
             raise
         typer.echo(f"error: the MLflow store failed: {_first_line(err)}", err=True)
         sys.exit(2)

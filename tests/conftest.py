@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.modeling import resolve_model_name
+    from pipeline.models.runtime import resolve_model_name
 
     torch.manual_seed(0)  # the random weights, and so every test that trains them, are the same each run
     folder = tmp_path_factory.mktemp("tiny-bert")
@@ -64,15 +64,20 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated project home: its own MLflow store, prepared data and model folders."""
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point the project home and the MLflow store at `home`."""
+    monkeypatch.setenv("PIPELINE_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     import mlflow
 
     # an earlier test's in-process URI must not leak into this one's direct mlflow calls
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated project home: its own MLflow store, prepared data and model folders."""
+    isolate(monkeypatch, tmp_path)
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     return tmp_path
 
@@ -153,22 +158,70 @@ def make_stance_config(home: Path, model: str | Path, n_stories: int = 30, **cha
     return write_test_config(raw, changes, home / "stance.yaml")
 
 
-@pytest.fixture()
-def trained(home, tiny_model_dir):
+def train_tiny_topic(home: Path, tiny_model_dir: Path):
     """A tiny BERT trained on keyword-separable synthetic news, registered as topic v1 champion."""
-    from pipeline.config import load_config
-    from pipeline.train import train
+    from pipeline.core.config import load_config
+    from pipeline.stages.train import train
 
     src = write_csv(home / "news.csv", synthetic_rows(30))
-    cfg = load_config(
-        make_config(
-            home,
-            tiny_model_dir,
-            src,
-            train__epochs=6,
-            train__learning_rate=2e-2,
-            train__warmup_ratio=0.0,
-            train__early_stopping_patience=2,
-        )
-    )
+    changes = {"train__learning_rate": 2e-2, "train__warmup_ratio": 0.0, "train__early_stopping_patience": 2}
+    cfg = load_config(make_config(home, tiny_model_dir, src, train__epochs=6, **changes))
     return cfg, train(cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_once(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    """One training per test process, shared by the tests that only read it (`trained`)."""
+    home = tmp_path_factory.mktemp("trained-home")
+    shutil.copytree(ROOT / "configs", home / "configs")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, home)
+        cfg, result = train_tiny_topic(home, tiny_model_dir)
+    return home, cfg, result
+
+
+@pytest.fixture()
+def trained(trained_once, monkeypatch: pytest.MonkeyPatch):
+    """The shared tiny topic model and its home: read it, never change its folder or registry."""
+    home, cfg, result = trained_once
+    isolate(monkeypatch, home)
+    return cfg, result
+
+
+@pytest.fixture()
+def shared_home(trained_once) -> Path:
+    return trained_once[0]
+
+
+@pytest.fixture()
+def trained_here(home: Path, tiny_model_dir: Path):
+    """A training of this test's own, in its own home, for tests that change the model or the registry."""
+    return train_tiny_topic(home, tiny_model_dir)
+
+def torch_predictor(model_dir: Path, labels: list[str], pooling: str = "cls", batch_size: int = 32, **windows: object):
+    """A fresh classifier on the tiny BERT, read through the product's predictor (its head random)."""
+    import torch
+
+    from pipeline.models.card import DecisionCard, ModelCard
+    from pipeline.models.decision import Decision
+    from pipeline.models.predictor import Predictor
+    from pipeline.models.runtime import load_tokenizer
+    from pipeline.models.torch_backend import TorchBackend, build_classifier
+    from pipeline.text.windows import WindowSettings
+
+    settings = WindowSettings(
+        **{"max_length": 64, "stride": 16, "max_windows": 4, "mention_pool": pooling == "mean_mention", **windows}
+    )
+    model = build_classifier(str(model_dir), labels, 0.0, pooling).eval()
+    backend = TorchBackend(model, load_tokenizer(str(model_dir)), settings, torch.device("cpu"), "fp32", batch_size)
+    card = ModelCard(
+        kind="finetuned",
+        task="topic",
+        labels=labels,
+        text_columns=["text"],
+        pair_column=None,
+        pooling=pooling,
+        windows=settings,
+        decision=DecisionCard(combine="mean_logits"),
+    )
+    return Predictor(card, backend, Decision(labels, "mean_logits"))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import flatten, load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import flatten, load_config
+from pipeline.core.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,10 @@ import json
 import pytest
 from conftest import LABELS, make_config, synthetic_rows, write_csv
 
-from pipeline.config import load_config
-from pipeline.data import content_digest, prepare
-from pipeline.errors import PipelineError
-from pipeline.io import normalise_text
+from pipeline.core.config import load_config
+from pipeline.stages.prepare import content_digest, prepare
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import normalise_text
 
 
 def test_normalise_text():

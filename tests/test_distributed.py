@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import make_config, synthetic_rows, write_csv
 
-from pipeline.train import process_share
+from pipeline.stages.train_data import process_share
 
 
 @pytest.mark.parametrize("n_batches", [0, 1, 6, 7])

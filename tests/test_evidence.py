@@ -2,8 +2,9 @@
 
 import pytest
 
-from pipeline.evidence import SENTENCE_END, content_words, evidence_first
-from pipeline.modeling import encode_windows, load_tokenizer
+from pipeline.text.evidence import SENTENCE_END, content_words, evidence_first
+from pipeline.models.runtime import load_tokenizer
+from pipeline.text.windows import WindowSettings, encode_windows
 
 BODY = (
     "The weather was mild on Tuesday.\n"
@@ -17,6 +18,8 @@ BODY = (
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer("minilm")
+
+READ_EVIDENCE_FIRST = WindowSettings(max_length=64, stride=16, max_windows=1, evidence_first=True)
 
 
 def sentences(text: str) -> list[str]:
@@ -49,9 +52,9 @@ def test_function_words_and_inflections_do_not_count_apart():
 def test_windows_read_the_reordered_body(tokenizer):
     filler = " ".join(f"Filler sentence number {i} about nothing." for i in range(40))
     body = filler + " The minister resigned over the scandal."
-    plain = encode_windows(tokenizer, [body], ["minister resigned"], 64, 16, 1)
-    first = encode_windows(tokenizer, [body], ["minister resigned"], 64, 16, 1, evidence_first=True)
+    plain = encode_windows(tokenizer, [body], ["minister resigned"], WindowSettings(max_length=64, stride=16, max_windows=1))
+    first = encode_windows(tokenizer, [body], ["minister resigned"], READ_EVIDENCE_FIRST)
     scandal = tokenizer.convert_tokens_to_ids("scandal")
     assert scandal in first.input_ids[0] and scandal not in plain.input_ids[0]
-    texts_only = encode_windows(tokenizer, [body], None, 64, 16, 1, evidence_first=True)
+    texts_only = encode_windows(tokenizer, [body], None, READ_EVIDENCE_FIRST)
     assert scandal not in texts_only.input_ids[0]  # no pair: nothing to order by

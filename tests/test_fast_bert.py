@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from pipeline.fast_bert import FirstTokenBertLayer, RandDropout, first_token_last_layer, rand_dropout
-from pipeline.mean_pool import MeanPoolBertClassifier
+from pipeline.models.fast_bert import FirstTokenBertLayer, RandDropout, first_token_last_layer, rand_dropout
+from pipeline.models.mean_pool import MeanPoolBertClassifier
 
 
 def tiny_bert(attn: str, dropout: float = 0.0) -> BertForSequenceClassification:

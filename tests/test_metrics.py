@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline.metrics import (
+from pipeline.core.metrics import (
     bootstrap_macro_f1,
     calibration_bins,
     compute_metrics,
@@ -13,8 +13,8 @@ from pipeline.metrics import (
     macro_f1_from_confusion,
     mistakes_table,
 )
-from pipeline.modeling import softmax
-from pipeline.runs import paired_bootstrap
+from pipeline.models.decision import softmax
+from pipeline.stages.runs import paired_bootstrap
 
 
 def test_macro_f1_from_confusion_matches_sklearn():
@@ -85,8 +85,8 @@ def test_paired_bootstrap_of_identical_models_is_zero():
 
 
 def test_class_bias_recovers_a_rare_class_the_model_under_predicts():
-    from pipeline.metrics import fit_class_bias
-    from pipeline.modeling import apply_class_bias
+    from pipeline.core.metrics import fit_class_bias
+    from pipeline.models.decision import apply_class_bias
 
     rng = np.random.default_rng(0)
     y = np.array([0] * 450 + [1] * 50)
@@ -102,7 +102,7 @@ def test_class_bias_recovers_a_rare_class_the_model_under_predicts():
 
 
 def test_class_bias_stays_zero_where_the_argmax_is_already_right():
-    from pipeline.metrics import fit_class_bias
+    from pipeline.core.metrics import fit_class_bias
 
     y = np.array([0, 1, 2, 1, 0])
     probs = np.eye(3)[y] * 0.8 + 0.2 / 3

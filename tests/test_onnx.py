@@ -10,8 +10,8 @@ import pytest
 from conftest import synthetic_rows
 from test_train_tiny import run_cli
 
-from pipeline.errors import PipelineError
-from pipeline.export import export_onnx
+from pipeline.core.errors import PipelineError
+from pipeline.stages.export import export_onnx
 from pipeline.modeling import Classifier, encode_windows, load_model
 from pipeline.onnx_model import OnnxClassifier
 

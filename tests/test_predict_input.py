@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.predict import given_names, model_input, parse_article, read_inputs
+from pipeline.core.errors import PipelineError
+from pipeline.text.articles import given_names, model_input, parse_article, read_inputs
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_6abd9dfd733c7055.txt"
 

@@ -4,9 +4,9 @@ weights, scores and MLflow run an uninterrupted training has."""
 import pytest
 from conftest import make_config, synthetic_rows, write_csv
 
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.resume import resume_dir
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.stages.resume import resume_dir
 
 
 class Preempted(Exception):
@@ -19,7 +19,7 @@ def killed(*args, **kwargs):
 
 def interrupted_in_epoch_2(cfg, monkeypatch) -> None:
     """Train `cfg` until the job is killed at the start of epoch 2 (a state written after epoch 1)."""
-    import pipeline.train as train_module
+    import pipeline.stages.optimise as train_module
 
     batch_order = train_module.length_grouped_batches
     calls = []
@@ -60,7 +60,7 @@ def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny
     import mlflow
     import torch
 
-    import pipeline.train as train_module
+    import pipeline.stages.optimise as train_module
 
     whole = train_module.train(tiny_config(home, tiny_model_dir, "whole"), show_progress=False)
 
@@ -91,7 +91,7 @@ def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny
 
 
 def test_resume_refuses_without_a_state_or_with_another_config(home, tiny_model_dir, monkeypatch):
-    import pipeline.train as train_module
+    import pipeline.stages.optimise as train_module
 
     cfg = tiny_config(home, tiny_model_dir, "model")
     with pytest.raises(PipelineError, match="nothing to resume"):
@@ -105,7 +105,7 @@ def test_resume_refuses_without_a_state_or_with_another_config(home, tiny_model_
 
 
 def test_a_job_killed_during_the_final_evaluation_resumes_there(home, tiny_model_dir, monkeypatch):
-    import pipeline.train as train_module
+    import pipeline.stages.optimise as train_module
 
     cfg = tiny_config(home, tiny_model_dir, "model")
     fit_temperature = train_module.fit_temperature

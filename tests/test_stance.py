@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 from conftest import make_stance_config
 
-from pipeline.config import load_config
-from pipeline.data import load_prepared, prepare
-from pipeline.evaluate import sample_rows
-from pipeline.gate import RelatednessGate, combine_gate
-from pipeline.metrics import compute_metrics, fnc_relative_score
+from pipeline.core.config import load_config
+from pipeline.stages.prepare import load_prepared, prepare
+from pipeline.core.labelled import sample_rows
+from pipeline.models.gate import RelatednessGate, combine_gate
+from pipeline.core.metrics import compute_metrics, fnc_relative_score
 from pipeline.modeling import Classifier
-from pipeline.train import train
+from pipeline.stages.train import train
 
 FNC = ["agree", "disagree", "discuss", "unrelated"]
 
@@ -122,7 +122,7 @@ def test_predict_and_evaluate_claims_through_the_cli(home, tiny_model_dir):
 
 
 def test_class_weights_balance_and_soften():
-    from pipeline.train import class_weights
+    from pipeline.stages.train_data import class_weights
 
     y = np.array([0] * 90 + [1] * 10)
     balanced, sqrt = class_weights(y, 2, "balanced"), class_weights(y, 2, "sqrt")

@@ -9,12 +9,13 @@ import yaml
 from conftest import ROOT, make_config, synthetic_rows, write_csv, write_test_config
 from test_train_tiny import run_cli
 
-from pipeline.config import load_config
-from pipeline.data import load_prepared
-from pipeline.errors import PipelineError
-from pipeline.predict import Article, predict
-from pipeline.targets import main_targets
-from pipeline.train import train
+from pipeline.core.config import load_config
+from pipeline.stages.prepare import load_prepared
+from pipeline.core.errors import PipelineError
+from pipeline.stages.predict import predict
+from pipeline.text.articles import Article
+from pipeline.text.targets import main_targets
+from pipeline.stages.train import train
 
 SAMPLE = ROOT / "seeds" / "000_6abd9dfd733c7055.txt"
 POLARITY = {
@@ -25,7 +26,7 @@ POLARITY = {
 
 
 def test_main_targets_of_the_sample_article():
-    from pipeline.predict import read_inputs
+    from pipeline.text.articles import read_inputs
 
     [article] = read_inputs([str(SAMPLE)])
     found = main_targets(article.text)
@@ -124,8 +125,8 @@ def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_di
 
 
 def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(home, tiny_model_dir):
-    from pipeline.evaluate import extra_test_data, label_indices
-    from pipeline.metrics import compute_metrics
+    from pipeline.core.labelled import extra_test_data, label_indices
+    from pipeline.core.metrics import compute_metrics
     from pipeline.modeling import Classifier
 
     cfg = load_config(make_target_config(home, tiny_model_dir, dev_fits_article_bias=True))

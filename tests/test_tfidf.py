@@ -11,8 +11,8 @@ import pytest
 from conftest import make_config, synthetic_rows, write_csv
 from test_train_tiny import run_cli
 
-from pipeline.config import BaselineConfig, load_config
-from pipeline.tfidf import (
+from pipeline.core.config import BaselineConfig, load_config
+from pipeline.models.tfidf import (
     TFIDF_FIRST_GRID,
     TfidfModel,
     apply_blend,
@@ -58,7 +58,7 @@ def test_numpy_tfidf_gives_scikit_learns_probabilities(labels, tmp_path):
 
 
 def test_fit_tfidf_names_a_label_without_train_examples():
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match="tech"):
         fitted_on([r for r in SENTENCES if r[1] != "tech"], ["business", "sport", "tech"])
@@ -81,10 +81,10 @@ def test_stack_weights_follow_the_informative_model():
 
 
 def test_blended_model_trains_exports_and_predicts_without_scikit_learn(home, tiny_model_dir):
-    from pipeline.export import export_onnx
+    from pipeline.stages.export import export_onnx
     from pipeline.modeling import Classifier
     from pipeline.onnx_model import OnnxClassifier
-    from pipeline.train import train
+    from pipeline.stages.train import train
 
     src = write_csv(home / "news.csv", synthetic_rows(20))
     cfg = load_config(make_config(home, tiny_model_dir, src, model__tfidf_blend=True, train__max_steps=2))

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 from conftest import make_config, synthetic_rows, write_csv
 
-from pipeline import tracking
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.evaluate import evaluate, load_eval_file, parse_label_map, prepared_test_data
-from pipeline.predict import Article, predict
-from pipeline.train import drop_pairs, length_grouped_batches, train
+from pipeline.tracking import registry, store
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.labelled import load_eval_file, parse_label_map
+from pipeline.stages.evaluate import evaluate, prepared_test_data
+from pipeline.stages.predict import predict
+from pipeline.text.articles import Article
+from pipeline.stages.train import train
+from pipeline.stages.train_data import drop_pairs, length_grouped_batches
 
 
 def test_length_grouped_batches_cover_every_example_once():
@@ -56,16 +59,18 @@ def test_training_learns_logs_and_registers(trained):
 
 
 def test_local_store_answers_for_an_absent_alias_without_mlflow(trained):
-    assert tracking._local_alias("models:/topic@champion") is not None
+    assert registry._local_alias("models:/topic@champion") is not None
     with pytest.raises(PipelineError, match="not found"):
-        tracking._local_alias("models:/target_stance@champion")
+        registry._local_alias("models:/target_stance@champion")
 
 
 def test_evaluate_and_predict_use_the_champion(trained):
     cfg, result = trained
-    out = evaluate(cfg, None, prepared_test_data(cfg))
+    out = evaluate(cfg, None, prepared_test_data(cfg)).metrics
     assert out["n"] == result.test_metrics["n"]
+    # the registered champion, read back, scores what training scored: the same decision
     assert out["macro_f1"] == pytest.approx(result.test_metrics["macro_f1"], abs=1e-6)
+    assert out["log_loss"] == pytest.approx(result.test_metrics["log_loss"], abs=1e-6)
     assert set(out["per_class"]) == {"business", "sport", "tech"}
 
     articles = [Article("a", "match goal team player coach season cup league win goal"), Article("b", "shares profit")]
@@ -77,25 +82,25 @@ def test_evaluate_and_predict_use_the_champion(trained):
         assert r["topic"]["score"] == max(r["topic"]["scores"].values())
 
 
-def test_evaluate_on_a_file_with_a_label_map_and_unknown_labels(trained, home):
+def test_evaluate_on_a_file_with_a_label_map_and_unknown_labels(trained, tmp_path):
     cfg, _ = trained
     rows = [
         dict(r, label={"business": "biz", "sport": "sports", "tech": "tech"}[r["label"]]) for r in synthetic_rows(3)
     ]
-    path = write_csv(home / "other.csv", rows)
+    path = write_csv(tmp_path / "other.csv", rows)
     with pytest.raises(PipelineError, match="labels the model does not know: biz, sports"):
         evaluate(cfg, None, load_eval_file(path, ["title", "text"], "label", {}))
     data = load_eval_file(path, ["title", "text"], "label", parse_label_map("biz=business,sports=sport"))
-    assert evaluate(cfg, None, data)["n"] == 9
+    assert evaluate(cfg, None, data).metrics["n"] == 9
 
 
 def test_alias_goes_to_the_better_model_on_validation(home):
-    c = tracking.client()
+    c = store.client()
     c.create_registered_model("m")
     versions = [c.create_model_version("m", source=str(home)).version for _ in range(3)]
-    assert tracking.assign_alias("m", versions[0], 0.80) == "champion"
-    assert tracking.assign_alias("m", versions[1], 0.75) == "challenger"
-    assert tracking.assign_alias("m", versions[2], 0.85) == "champion"
+    assert registry.assign_alias("m", versions[0], 0.80) == "champion"
+    assert registry.assign_alias("m", versions[1], 0.75) == "challenger"
+    assert registry.assign_alias("m", versions[2], 0.85) == "champion"
     assert c.get_model_version_by_alias("m", "champion").version == versions[2]
     assert c.get_model_version_by_alias("m", "challenger").version == versions[1]
 
@@ -107,7 +112,8 @@ def run_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
     )
 
 
-def test_cli_json_outputs(trained, home):
+def test_cli_json_outputs(trained, shared_home):
+    home = shared_home
     config = str(home / "config.yaml")
     ev = run_cli(home, "evaluate", "-c", config, "--json")
     assert ev.returncode == 0, ev.stderr
@@ -155,11 +161,11 @@ def test_pair_column_reaches_every_stage(home, tiny_model_dir):
         )
     )
     result = train(cfg, show_progress=False)
-    meta = json.loads((result.model_dir / "pipeline.json").read_text())
-    assert meta["pair_column"] == "title" and meta["text_columns"] == ["text"]
+    card = json.loads((result.model_dir / "pipeline.json").read_text())
+    assert card["pair_column"] == "title" and card["text_columns"] == ["text"]
     data = prepared_test_data(cfg)
     assert data.pairs is not None and all(p.endswith(tuple("0123456789")) for p in data.pairs)
-    assert evaluate(cfg, None, data)["n"] == len(data.texts)
+    assert evaluate(cfg, None, data).metrics["n"] == len(data.texts)
     article = Article("a", "match goal team", {"title": "sport news 1"})
     [out] = predict([article], None, cfg.task, cfg.mlflow.registered_model, "cpu", "fp32")
     assert out["topic"]["label"] in {"business", "sport", "tech"}
@@ -176,17 +182,17 @@ def test_training_calibrates_and_logs_probability_metrics(trained):
     for key in ("temperature", "test_ece", "test_ece_uncalibrated", "test_log_loss", "test_weighted_f1"):
         assert key in metrics
     assert metrics["test_macro_f1_ci_low"] <= metrics["test_macro_f1"] <= metrics["test_macro_f1_ci_high"]
-    meta = json.loads((result.model_dir / "pipeline.json").read_text())
-    assert meta["temperature"] == pytest.approx(metrics["temperature"])
+    card = json.loads((result.model_dir / "pipeline.json").read_text())
+    assert card["schema_version"] == 2 and card["decision"]["temperature"] == pytest.approx(metrics["temperature"])
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "test")}
     for name in ("reliability_diagram.png", "confusion_matrix_normalized.png", "mistakes.json", "per_class.json"):
         assert f"test/{name}" in artifacts
     assert run.data.tags.get("git_commit")
 
 
-def test_runs_lists_newest_first_with_alias(trained, home):
+def test_runs_lists_newest_first_with_alias(trained, shared_home):
     _, result = trained
-    out = run_cli(home, "runs", "--json")
+    out = run_cli(shared_home, "runs", "--json")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     [row] = [r for r in rows if r["run_id"] == result.run_id]
@@ -196,15 +202,15 @@ def test_runs_lists_newest_first_with_alias(trained, home):
     assert rows == sorted(rows, key=lambda r: r["started"], reverse=True)
 
 
-def test_promote_moves_champion_only_beyond_the_noise(trained, home):
-    cfg, _ = trained
+def test_promote_moves_champion_only_beyond_the_noise(trained_here, home):
+    cfg, _ = trained_here
     weak = train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1})}), show_progress=False)
     assert weak.alias == "challenger"
     config = str(home / "config.yaml")
     kept = run_cli(home, "promote", "topic", "-c", config, "--json")
     assert kept.returncode == 0, kept.stderr
     assert json.loads(kept.stdout)["promoted"] is False
-    c = tracking.client()
+    c = store.client()
     # the weak model as champion, the good one as challenger: now the challenger wins
     c.set_registered_model_alias("topic", "champion", "2")
     c.set_registered_model_alias("topic", "challenger", "1")
@@ -213,26 +219,41 @@ def test_promote_moves_champion_only_beyond_the_noise(trained, home):
     assert str(c.get_model_version_by_alias("topic", "champion").version) == "1"
 
 
+def evaluate_on_first(cfg, n: int) -> float:
+    """Macro-F1 of the champion on the first n test articles, through evaluate's own path."""
+    from pipeline.core.labelled import label_indices
+    from pipeline.core.metrics import compute_metrics
+    from pipeline.tracking.registry import load_registered
+
+    data = prepared_test_data(cfg)
+    model, _ = load_registered(None, "topic", "cpu", "fp32", 1)
+    probs = model.predict_proba(data.texts[:n], data.pairs[:n] if data.pairs else None)
+    return compute_metrics(label_indices(data.labels[:n], model.labels), probs, model.labels)["macro_f1"]
+
+
 def test_bench_measures_both_paths_side_by_side(trained):
-    from pipeline.bench import bench_predict
+    from pipeline.stages.bench import bench_predict
 
     cfg, _ = trained
     r = bench_predict(cfg, None, limit=8)
-    assert r["n"] == 8 and [m.name.split(",")[0] for m in r["runs"][:2]] == ["transformers pipeline"] * 2
-    assert r["speedup_vs_bs1"] == pytest.approx(r["articles_per_s"] / r["baseline_bs1_articles_per_s"])
-    assert all(m.articles_per_s > 0 and m.peak_rss_mb > 0 and 0 <= m.macro_f1 <= 1 for m in r["runs"])
-    # the same model read the same articles: labels agree where no window beyond the first counts
-    assert r["macro_f1"]["baseline_bs1"] == pytest.approx(r["macro_f1"]["baseline_bs16"])
+    summary = r.summary()
+    assert r.n == 8 and [m.name.split(",")[0] for m in r.runs[:2]] == ["transformers pipeline"] * 2
+    assert summary["speedup_vs_bs1"] == pytest.approx(summary["articles_per_s"] / summary["baseline_bs1_articles_per_s"])
+    # each side is scored on the articles it read: ours reads every window, as training scored it
+    assert summary["macro_f1"]["ours"] == pytest.approx(evaluate_on_first(cfg, 8))
+    # batch size does not change what the plain pipeline answers
+    assert summary["macro_f1"]["baseline_bs1"] == pytest.approx(summary["macro_f1"]["baseline_bs16"])
+    assert r.label_agreement_with_torch == 1.0 and r.transformer_read_share == 1.0
 
 
 def test_bench_train_compares_step_rates_on_the_same_windows(trained, capsys):
-    from pipeline.bench import bench_train
+    from pipeline.stages.bench import bench_train
 
     cfg, _ = trained
     r = bench_train(cfg, steps=2)
-    assert r["steps"] == 2 and r["ours_steps_per_s"] > 0 and r["trainer_steps_per_s"] > 0
-    assert r["speedup"] == pytest.approx(r["ours_steps_per_s"] / r["trainer_steps_per_s"])
-    assert r["fast_paths"] is True
+    assert r.steps == 2 and r.windows > 0
+    assert r.speedup == pytest.approx(r.ours_steps_per_s / r.trainer_steps_per_s)
+    assert r.fast_paths is True and r.trainer_precision in {"fp32", "bf16"}
     assert capsys.readouterr().out == "", "stdout is --json's: the Trainer must not print its logs there"
 
 

@@ -3,13 +3,21 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.modeling import combine_windows, encode_windows, load_tokenizer, mark_mentions, softmax
+from pipeline.core.errors import PipelineError
+from pipeline.models.decision import combine_windows, softmax
+from pipeline.models.runtime import load_tokenizer
+from pipeline.text.windows import WindowSettings, mark_mentions
+from pipeline.text.windows import encode_windows as encode_with_settings
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer("minilm")
+
+
+def encode_windows(tokenizer, texts, pairs, max_length, stride, max_windows, **flags):
+    settings = WindowSettings(max_length=max_length, stride=stride, max_windows=max_windows, **flags)
+    return encode_with_settings(tokenizer, texts, pairs, settings)
 
 
 def article_tokens(tokenizer, text):
@@ -104,7 +112,7 @@ def test_combinations_are_distributions_and_use_their_windows():
 def test_length_batches_cover_every_window_once_within_both_limits():
     import random
 
-    from pipeline.modeling import length_batches
+    from pipeline.text.windows import length_batches
 
     lengths = [random.Random(i).randint(3, 512) for i in range(200)]
     batches = length_batches(lengths, 32, 2048)
@@ -150,8 +158,8 @@ def test_mention_mask_is_the_targets_mentions_in_each_window_else_the_target(tok
 def test_training_windows_follow_train_settings_else_the_models(tokenizer):
     from pathlib import Path
 
-    from pipeline.config import load_config
-    from pipeline.train import training_windows
+    from pipeline.core.config import load_config
+    from pipeline.stages.train_data import training_windows
 
     root = Path(__file__).resolve().parents[1]
     text = " ".join(f"word{i}" for i in range(700))

@@ -9,10 +9,11 @@ import yaml
 from conftest import LABELS, ROOT, WORDS, make_config, synthetic_rows, write_csv, write_test_config
 from test_train_tiny import run_cli
 
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.evaluate import EvalData, split_by_seen_targets
-from pipeline.modeling import load_model
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.labelled import EvalData
+from pipeline.stages.evaluate import split_by_seen_targets
+from pipeline.models.loading import load_model
 from pipeline.zeroshot import EmbeddingZeroShot, NliZeroShot, build_zeroshot, label_phrasings, pseudo_labels
 
 
@@ -225,7 +226,7 @@ def test_unseen_targets_are_those_the_training_data_never_mentions(home, tiny_mo
         for i, w in enumerate(["Alice", "Carol", "Dan"] * 10)
     ]
     cfg = load_config(make_config(home, tiny_model_dir, write_csv(home / "t.csv", rows), data__pair_column="target"))
-    from pipeline.data import prepare
+    from pipeline.stages.prepare import prepare
 
     prepare(cfg)
     data = EvalData(["x", "y", "z"], ["business"] * 3, "file", "set", ["alice", "Bob", "Carol "])

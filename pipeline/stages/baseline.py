@@ -7,23 +7,32 @@ the same metric names. C is chosen on validation macro-F1; test is scored once, 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.evaluate import log_prepared_splits
-from pipeline.metrics import compute_metrics, log_metrics, log_mistakes
-from pipeline.tfidf import fit_tfidf, tfidf_texts
+from pipeline.core.config import Config
+from pipeline.core.metrics import compute_metrics
+from pipeline.models.tfidf import fit_tfidf, tfidf_texts
+from pipeline.stages.prepare import prepare
+from pipeline.tracking import store
+from pipeline.tracking.log import log_metrics, log_mistakes, log_prepared_splits
 
 
-def run_baseline(cfg: Config) -> dict[str, Any]:
+@dataclass
+class BaselineResult:
+    run_id: str
+    c: float  # the C chosen on validation
+    val: dict[str, Any]
+    test: dict[str, Any]
+    seconds: float
+
+
+def run_baseline(cfg: Config) -> BaselineResult:
     import mlflow
     from datasets import load_from_disk
     from sklearn.pipeline import make_pipeline
-
-    from pipeline import tracking
-    from pipeline.data import prepare
 
     started = time.perf_counter()
     prepared = prepare(cfg)
@@ -40,7 +49,7 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
     )
     best_c, scores = fitted.c, fitted.val_macro_f1_by_c
 
-    tracking.use_experiment(cfg.mlflow.experiment)
+    store.use_experiment(cfg.mlflow.experiment)
     with mlflow.start_run(run_name=f"baseline-tfidf-{cfg.task}") as run:
         mlflow.set_tags(
             {
@@ -50,7 +59,7 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
                 "data_digest": prepared.card["content_digest"],
             }
         )
-        tracking.log_config(cfg)
+        store.log_config(cfg)
         mlflow.log_param("baseline.chosen_c", best_c)
         log_prepared_splits(dataset, prepared.card["source"], cfg.task)
         for c, f1 in scores.items():
@@ -69,4 +78,4 @@ def run_baseline(cfg: Config) -> dict[str, Any]:
             serialization_format="cloudpickle",
             pip_requirements=["scikit-learn==1.9.1", "cloudpickle"],
         )
-    return {"run_id": run.info.run_id, "c": best_c, "val": val, "test": test, "seconds": time.perf_counter() - started}
+    return BaselineResult(run.info.run_id, best_c, val, test, time.perf_counter() - started)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.evidence import SENTENCE_END
+from pipeline.text.evidence import SENTENCE_END
 
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer

@@ -15,17 +15,15 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.config import BaselineConfig
+from pipeline.core.config import BaselineConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.metrics import compute_metrics
 
 TFIDF_VOCAB, TFIDF_WEIGHTS = "tfidf_vocabulary.json", "tfidf_weights.npz"
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
@@ -72,9 +70,7 @@ def fit_tfidf(
     seed: int,
 ) -> FittedTfidf:
     """The vectorizer is fitted once on train; only C is searched, on validation macro-F1."""
-    from sklearn.linear_model import LogisticRegression
-
-    from pipeline.metrics import compute_metrics
+    from sklearn.linear_model import LogisticRegression  # lazy: predict applies the model without sklearn
 
     if len(set(y_train.tolist())) < len(labels):
         missing = sorted(set(labels) - {labels[i] for i in set(y_train.tolist())})
@@ -193,19 +189,6 @@ def log_clipped(probs: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(np.clip(probs, 1e-12, None)))
 
 
-def apply_blend(
-    probs: list[np.ndarray],
-    model: TfidfModel | None,
-    weights: tuple[float, float] | None,
-    texts: list[str],
-    pairs: list[str] | None,
-) -> list[np.ndarray]:
-    """The transformer's probabilities (one array per temperature) stacked with the TF-IDF model's."""
-    if model is None or weights is None or not texts:
-        return probs
-    return blended_predict(texts, pairs, model, weights, None, lambda *_: probs)
-
-
 # thresholds tried for answering with the TF-IDF model alone (`fit_tfidf_first`)
 TFIDF_FIRST_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 ... 0.95
 
@@ -222,40 +205,3 @@ def fit_tfidf_first(
         if (p_tfidf[sure].argmax(axis=1) == full[sure]).all():
             return float(threshold)
     return None
-
-
-def blended_predict(
-    texts: list[str],
-    pairs: list[str] | None,
-    model: TfidfModel,
-    weights: tuple[float, float],
-    threshold: float | None,
-    transformer_probs: Callable[[list[str], list[str] | None], list[np.ndarray]],
-) -> list[np.ndarray]:
-    """The blend, one array per array `transformer_probs` returns. With a `threshold`, the texts the
-    TF-IDF model is that sure of keep its probabilities and never reach the transformer: the
-    expensive model reads only the articles the cheap one is unsure of."""
-    log_tfidf = model.log_proba(tfidf_texts(texts, pairs))
-    p_tfidf = np.exp(log_tfidf)
-    rest = np.arange(len(texts)) if threshold is None else np.flatnonzero(p_tfidf.max(axis=1) < threshold)
-    if len(rest) == 0:
-        return [p_tfidf]
-    sub = transformer_probs([texts[i] for i in rest], [pairs[i] for i in rest] if pairs is not None else None)
-    out = []
-    for probs in sub:
-        blended = p_tfidf.copy()
-        blended[rest] = stack(log_clipped(probs), log_tfidf[rest], weights)
-        out.append(blended)
-    return out
-
-
-def blend_weights(meta: dict[str, Any]) -> tuple[float, float] | None:
-    """The stacking weights a model folder's pipeline.json holds, if it is blended."""
-    weights = meta.get("tfidf_blend")
-    return (float(weights[0]), float(weights[1])) if weights else None
-
-
-def tfidf_first_threshold(meta: dict[str, Any]) -> float | None:
-    """Where the TF-IDF model answers alone (set by `pipeline export` on validation), if anywhere."""
-    value = meta.get("tfidf_first")
-    return float(value) if value is not None else None

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.errors import PipelineError
-from pipeline.io import replace_dir, write_json_atomic
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import replace_dir, write_json_atomic
 
 RESUME_INFO = "resume.json"
 BEST_VAL_LOGITS = "best_val_logits.npy"

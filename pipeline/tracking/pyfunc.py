@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PACKAGE_DIR
+from pipeline.core.config import PACKAGE_DIR
+from pipeline.models.card import read_card
+from pipeline.models.loading import load_model
 
 PIP_REQUIREMENTS = [
     "torch==2.13.0",
@@ -43,8 +45,6 @@ with _no_type_hint_warnings():
 
     class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         def load_context(self, context: Any) -> None:
-            from pipeline.modeling import load_model
-
             self.classifier = load_model(Path(context.artifacts["model"]))
 
         def predict(self, context, model_input, params=None):
@@ -54,7 +54,7 @@ with _no_type_hint_warnings():
             pairs = None
             if "pair" in model_input:
                 pairs = ["" if p is None or p != p else str(p) for p in model_input["pair"]]
-            elif self.classifier.meta.get("pair_column"):
+            elif self.classifier.card.pair_column:
                 pairs = [""] * len(texts)  # a pair model with no pair given: an empty first segment, as predict does
             probs = self.classifier.predict_proba(texts, pairs)
             labels = self.classifier.labels
@@ -64,22 +64,17 @@ with _no_type_hint_warnings():
             return out
 
 
-def log_classifier(folder: Path, labels: list[str], registered_name: str | None) -> Any:
+def log_pyfunc(folder: Path, labels: list[str], registered_name: str | None) -> Any:
     """Log the model folder as a pyfunc model of the active run, with a signature and an input
     example (a `pair` column too for pair tasks); returns MLflow's ModelInfo."""
-    import json
-
     import pandas as pd
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from pipeline.modeling import MODEL_META
-
-    meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
     output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
     signature = infer_signature(example, output)
-    if meta.get("pair_column"):  # the claim, target or title: optional, empty when left out
+    if read_card(folder).pair_column:  # the claim, target or title: optional, empty when left out
         example.insert(0, "pair", ["Company profits rise"])
         inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "pair", required=False), ColSpec("string", "text")]
         signature = ModelSignature(inputs=Schema(inputs), outputs=signature.outputs)

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import Config, JoinConfig, resolve_path
-from pipeline.errors import PipelineError
-from pipeline.io import atomic_dir, file_digest, filter_rows, join_text_columns, read_table, write_json_atomic
+from pipeline.core.config import Config, JoinConfig, resolve_path
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_dir, file_digest, filter_rows, join_text_columns, read_table, write_json_atomic
+from pipeline.core.labelled import load_eval_set
+from pipeline.models.runtime import load_tokenizer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,8 +142,6 @@ def load_rows(
 def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of `data.extra_train` sets, shaped like `rows`: training data only, never validation."""
     import pandas as pd
-
-    from pipeline.evaluate import load_eval_set
 
     parts = []
     for extra in cfg.data.extra_train:
@@ -301,8 +301,6 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     if missing:
         raise PipelineError(f"split(s) {missing} are empty after cleaning {source.name}")
     labels = cfg.data.labels or sorted(rows["label"].unique())
-
-    from pipeline.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model.name)
     # FNC-1 pairs one body with dozens of headlines: tokenize each distinct text once

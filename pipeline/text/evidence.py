@@ -1,4 +1,4 @@
-"""Pair tasks, text preparation: the text's sentences that share most words with the pair first.
+"""Pair tasks, how a text is read: the text's sentences that share most words with the pair first.
 
 A claim-stance window on a CPU holds the claim and only the start of the body (160 tokens), and
 FNC-1 bodies run to ~450. The sentences that decide the stance (the ones that repeat, confirm or deny the

@@ -9,20 +9,24 @@ interval of the paired difference (the same resampled rows for both) lies above 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.errors import PipelineError
-from pipeline.metrics import bootstrap_confusions, macro_f1_from_confusion, resample_indices
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
+from pipeline.core.labelled import label_indices
+from pipeline.core.metrics import bootstrap_confusions, compute_metrics, macro_f1_from_confusion, resample_indices
+from pipeline.stages.evaluate import prepared_test_data
+from pipeline.tracking import store
+from pipeline.tracking.log import log_dataset, log_metrics
+from pipeline.tracking.registry import CHALLENGER, CHAMPION, load_registered
 
 
 def _aliases_by_run() -> dict[str, list[str]]:
     """run id -> ["topic v3 @champion", ...] for every registered version that has an alias."""
-    from pipeline import tracking
-
-    c = tracking.client()
+    c = store.client()
     out: dict[str, list[str]] = {}
     for model in c.search_registered_models():
         for alias, version in (model.aliases or {}).items():
@@ -36,9 +40,7 @@ def list_runs(task: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Runs of every experiment (or of `task`'s runs), newest first."""
     import mlflow
 
-    from pipeline import tracking
-
-    tracking._import_mlflow()
+    store.import_mlflow()
     experiments = [e.name for e in mlflow.search_experiments()]
     if not experiments:
         return []
@@ -116,21 +118,30 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     return float(low), float(high)
 
 
-def promote(cfg: Config, dry_run: bool = False) -> dict[str, Any]:
+@dataclass
+class Promotion:
+    model: str
+    champion_version: str
+    challenger_version: str
+    champion_macro_f1: float
+    challenger_macro_f1: float
+    difference: float
+    difference_ci95: tuple[float, float]
+    n: int
+    promoted: bool
+
+
+def promote(cfg: Config, dry_run: bool = False) -> Promotion:
     """Score champion and challenger of the task's registered model on its prepared test split;
     move `champion` to the challenger when it is better beyond the bootstrap noise."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline import tracking
-    from pipeline.evaluate import label_indices, log_dataset, prepared_test_data
-    from pipeline.metrics import compute_metrics, log_metrics
-
     name = cfg.mlflow.registered_model
-    tracking.use_experiment(cfg.mlflow.experiment)
-    c = tracking.client()
+    store.use_experiment(cfg.mlflow.experiment)
+    c = store.client()
     versions = {}
-    for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+    for alias in (CHAMPION, CHALLENGER):
         try:
             versions[alias] = c.get_model_version_by_alias(name, alias).version
         except MlflowException:
@@ -141,7 +152,7 @@ def promote(cfg: Config, dry_run: bool = False) -> dict[str, Any]:
     preds = {}
     labels: list[str] = []
     for alias, version in versions.items():
-        clf, _ = tracking.load_classifier(f"models:/{name}/{version}", name, r.device, r.precision, r.threads)
+        clf, _ = load_registered(f"models:/{name}/{version}", name, r.device, r.precision, r.threads)
         labels = labels or clf.labels
         if set(clf.labels) != set(labels):
             raise PipelineError(f"champion and challenger of {name!r} have different labels: they cannot be compared")
@@ -149,15 +160,15 @@ def promote(cfg: Config, dry_run: bool = False) -> dict[str, Any]:
         scored[alias] = compute_metrics(label_indices(data.labels, clf.labels), probs, clf.labels)
         preds[alias] = np.asarray([labels.index(clf.labels[i]) for i in probs.argmax(axis=1)])
     y, k = label_indices(data.labels, labels), len(labels)
-    low, high = paired_bootstrap(y, preds[tracking.CHAMPION], preds[tracking.CHALLENGER], k)
-    difference = scored[tracking.CHALLENGER]["macro_f1"] - scored[tracking.CHAMPION]["macro_f1"]
+    low, high = paired_bootstrap(y, preds[CHAMPION], preds[CHALLENGER], k)
+    difference = scored[CHALLENGER]["macro_f1"] - scored[CHAMPION]["macro_f1"]
     promoted = low > 0 and not dry_run
     with mlflow.start_run(run_name=f"promote-{name}"):
         mlflow.set_tags(
             {
                 "stage": "promote",
                 "task": cfg.task,
-                "model": f"models:/{name} v{versions[tracking.CHALLENGER]} vs v{versions[tracking.CHAMPION]}",
+                "model": f"models:/{name} v{versions[CHALLENGER]} vs v{versions[CHAMPION]}",
             }
         )
         import pandas as pd
@@ -169,16 +180,16 @@ def promote(cfg: Config, dry_run: bool = False) -> dict[str, Any]:
         mlflow.log_metrics({"macro_f1_difference": difference, "difference_ci_low": low, "difference_ci_high": high})
         mlflow.set_tag("promoted", str(promoted).lower())
     if promoted:
-        c.set_registered_model_alias(name, tracking.CHAMPION, versions[tracking.CHALLENGER])
-        c.delete_registered_model_alias(name, tracking.CHALLENGER)
-    return {
-        "model": name,
-        "champion_version": versions[tracking.CHAMPION],
-        "challenger_version": versions[tracking.CHALLENGER],
-        "champion_macro_f1": scored[tracking.CHAMPION]["macro_f1"],
-        "challenger_macro_f1": scored[tracking.CHALLENGER]["macro_f1"],
-        "difference": difference,
-        "difference_ci95": [low, high],
-        "n": len(data.texts),
-        "promoted": promoted,
-    }
+        c.set_registered_model_alias(name, CHAMPION, versions[CHALLENGER])
+        c.delete_registered_model_alias(name, CHALLENGER)
+    return Promotion(
+        name,
+        versions[CHAMPION],
+        versions[CHALLENGER],
+        scored[CHAMPION]["macro_f1"],
+        scored[CHALLENGER]["macro_f1"],
+        difference,
+        (low, high),
+        len(data.texts),
+        promoted,
+    )

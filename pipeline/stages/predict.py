@@ -1,0 +1,115 @@
+"""Stage 5, predict: label articles (.txt files, folders, stdin, .jsonl) with a registered model.
+
+The topic of each article, its stance toward its main targets (or the ones named), and with
+claims the stance toward each claim; every model is read through the same predictor.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+from pipeline.models.predictor import Predictor
+from pipeline.text.articles import Article, model_input
+from pipeline.text.targets import main_targets
+from pipeline.tracking.registry import load_registered
+
+
+def predict(
+    articles: list[Article],
+    model_ref: str | None,
+    task: str,
+    registered_model: str,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int = 0,
+    claims: list[str] | None = None,
+    claim_model_ref: str | None = None,
+    claim_registered_model: str = "stance",
+    targets: list[str] | None = None,
+    target_model_ref: str | None = None,
+    target_registered_model: str = "target_stance",
+    classifier: Predictor | None = None,
+) -> list[dict[str, Any]]:
+    """Topic of each article (by `classifier` when given, a zero-shot one say), its stance toward its
+    main targets (or `targets`; [] for none), and with `claims` the claim-stance label of every (claim, article)."""
+    clf = classifier or load_registered(model_ref, registered_model, device, precision, threads)[0]
+    inputs = [model_input(a, clf.card.text_columns, clf.card.pair_column) for a in articles]
+    pairs = [p or "" for _, p in inputs] if clf.card.pair_column else None
+    probs = clf.predict_proba([t for t, _ in inputs], pairs)
+    results: list[dict[str, Any]] = []
+    for article, row in zip(articles, probs, strict=True):
+        results.append({"source": article.source, "metadata": article.metadata, task: scored(clf.labels, row)})
+    if claims:
+        stance, _ = load_registered(claim_model_ref, claim_registered_model, device, precision, threads)
+        texts = [model_input(a, stance.card.text_columns, None)[0] for a in articles]
+        for result, per_claim in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
+            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, per_claim, strict=True)]
+    if targets is None or targets:
+        try:
+            target_clf, _ = load_registered(target_model_ref, target_registered_model, device, precision, threads)
+        except PipelineError:
+            if targets is not None or target_model_ref is not None:
+                raise
+            # topic alone still answers; the user is told how to get stance too
+            print(f"note: no {target_registered_model} model, so no stance; run `make train`", file=sys.stderr)
+            return results
+        texts = [model_input(a, target_clf.card.text_columns, None)[0] for a in articles]
+        per_article = [targets or main_targets(text) for text in texts]
+        for result, names, per_target in zip(
+            results, per_article, score_pairs(target_clf, texts, per_article), strict=True
+        ):
+            result["stance"] = [{"target": t, **s} for t, s in zip(names, per_target, strict=True)]
+    return results
+
+
+def scored(labels: list[str], probs: Any) -> dict[str, Any]:
+    """{label, score, scores} of one row of class probabilities."""
+    scores = {label: round(float(p), 6) for label, p in zip(labels, probs, strict=True)}
+    best = max(scores, key=scores.__getitem__)
+    return {"label": best, "score": scores[best], "scores": scores}
+
+
+def score_pairs(clf: Predictor, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
+    """{label, score, scores} for every (pair, text), grouped by text; one batched model call."""
+    flat_texts = [text for text, ps in zip(texts, pairs, strict=True) for _ in ps]
+    flat_pairs = [p for ps in pairs for p in ps]
+    probs = clf.predict_proba(flat_texts, flat_pairs)
+    out, row = [], 0
+    for ps in pairs:
+        out.append([scored(clf.labels, probs[row + j]) for j in range(len(ps))])
+        row += len(ps)
+    return out
+
+
+def render_table(results: list[dict[str, Any]], task: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task} predictions")
+    for column in ("source", task, "probability", "runner-up"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for r in results:
+        ranked = sorted(r[task]["scores"].items(), key=lambda kv: kv[1], reverse=True)
+        runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
+        table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
+    Console().print(table)
+    _pair_table(results, "stance", "target", "stance toward the article's targets")
+    _pair_table(results, "claims", "claim", "stance toward each claim")
+
+
+def _pair_table(results: list[dict[str, Any]], key: str, pair_field: str, title: str) -> None:
+    """One row per (article, target or claim) with its stance label and probability."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not any(r.get(key) for r in results):
+        return
+    table = Table(title=title)
+    for column in ("source", pair_field, "stance", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for r in results:
+        for scored in r.get(key, []):
+            table.add_row(r["source"], scored[pair_field], scored["label"], f"{scored['score']:.3f}")
+    Console().print(table)
