@@ -70,14 +70,16 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -n auto --maxprocesses 4 -m "not e2e"
 
+# ruff (lint and format), mypy, and the layer contract (pyproject.toml [tool.importlinter])
 lint: install
-	$(BIN)/ruff check pipeline tests scripts
-	$(BIN)/ruff format --check pipeline tests scripts
+	$(BIN)/ruff check pipeline tests research
+	$(BIN)/ruff format --check pipeline tests research
 	$(BIN)/mypy pipeline
+	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff format pipeline tests scripts
-	$(BIN)/ruff check --fix pipeline tests scripts
+	$(BIN)/ruff format pipeline tests research
+	$(BIN)/ruff check --fix pipeline tests research
 
 # the MLflow UI over the project's store, on the loopback interface only
 ui: install

@@ -198,6 +198,7 @@ def trained_here(home: Path, tiny_model_dir: Path):
     """A training of this test's own, in its own home, for tests that change the model or the registry."""
     return train_tiny_topic(home, tiny_model_dir)
 
+
 def torch_predictor(model_dir: Path, labels: list[str], pooling: str = "cls", batch_size: int = 32, **windows: object):
     """A fresh classifier on the tiny BERT, read through the product's predictor (its head random)."""
     import torch

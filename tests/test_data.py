@@ -7,9 +7,9 @@ import pytest
 from conftest import LABELS, make_config, synthetic_rows, write_csv
 
 from pipeline.core.config import load_config
-from pipeline.stages.prepare import content_digest, prepare
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import normalise_text
+from pipeline.stages.prepare import content_digest, prepare
 
 
 def test_normalise_text():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.text.evidence import SENTENCE_END, content_words, evidence_first
 from pipeline.models.runtime import load_tokenizer
+from pipeline.text.evidence import SENTENCE_END, content_words, evidence_first
 from pipeline.text.windows import WindowSettings, encode_windows
 
 BODY = (
@@ -18,6 +18,7 @@ BODY = (
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer("minilm")
+
 
 READ_EVIDENCE_FIRST = WindowSettings(max_length=64, stride=16, max_windows=1, evidence_first=True)
 
@@ -52,7 +53,9 @@ def test_function_words_and_inflections_do_not_count_apart():
 def test_windows_read_the_reordered_body(tokenizer):
     filler = " ".join(f"Filler sentence number {i} about nothing." for i in range(40))
     body = filler + " The minister resigned over the scandal."
-    plain = encode_windows(tokenizer, [body], ["minister resigned"], WindowSettings(max_length=64, stride=16, max_windows=1))
+    plain = encode_windows(
+        tokenizer, [body], ["minister resigned"], WindowSettings(max_length=64, stride=16, max_windows=1)
+    )
     first = encode_windows(tokenizer, [body], ["minister resigned"], READ_EVIDENCE_FIRST)
     scandal = tokenizer.convert_tokens_to_ids("scandal")
     assert scandal in first.input_ids[0] and scandal not in plain.input_ids[0]

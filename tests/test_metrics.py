@@ -11,10 +11,10 @@ from pipeline.core.metrics import (
     expected_calibration_error,
     fit_temperature,
     macro_f1_from_confusion,
-    mistakes_table,
 )
 from pipeline.models.decision import softmax
 from pipeline.stages.runs import paired_bootstrap
+from pipeline.tracking.log import mistakes_table
 
 
 def test_macro_f1_from_confusion_matches_sklearn():

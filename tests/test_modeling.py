@@ -36,7 +36,11 @@ def test_save_load_round_trip_gives_the_same_probabilities(tiny_model_dir, tmp_p
     biased.decision.article_bias = [1.5, 0.0, 0.0]
     save_model(biased, tmp_path)
     articles = load_model(tmp_path, "cpu", "fp32")
-    assert articles.decision.article_bias == [1.5, 0.0, 0.0] and list(articles.windows_per_text(TEXTS, None)) == [1, 4, 1]
+    assert articles.decision.article_bias == [1.5, 0.0, 0.0] and list(articles.windows_per_text(TEXTS, None)) == [
+        1,
+        4,
+        1,
+    ]
     after = articles.predict_proba(TEXTS)
     np.testing.assert_allclose(after[[0, 2]], sentences[[0, 2]], atol=1e-6)
     long_text = sentences[1] * np.exp([1.5, 0.0, 0.0])

@@ -20,6 +20,7 @@ def killed(*args, **kwargs):
 def interrupted_in_epoch_2(cfg, monkeypatch) -> None:
     """Train `cfg` until the job is killed at the start of epoch 2 (a state written after epoch 1)."""
     import pipeline.stages.optimise as train_module
+    from pipeline.stages.train import train
 
     batch_order = train_module.length_grouped_batches
     calls = []
@@ -30,7 +31,7 @@ def interrupted_in_epoch_2(cfg, monkeypatch) -> None:
 
     monkeypatch.setattr(train_module, "length_grouped_batches", killed_in_epoch_2)
     with pytest.raises(Preempted):
-        train_module.train(cfg, show_progress=False)
+        train(cfg, show_progress=False)
     monkeypatch.setattr(train_module, "length_grouped_batches", batch_order)
 
 
@@ -60,16 +61,16 @@ def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny
     import mlflow
     import torch
 
-    import pipeline.stages.optimise as train_module
+    from pipeline.stages.train import train
 
-    whole = train_module.train(tiny_config(home, tiny_model_dir, "whole"), show_progress=False)
+    whole = train(tiny_config(home, tiny_model_dir, "whole"), show_progress=False)
 
     cfg = tiny_config(home, tiny_model_dir, "halves")
     interrupted_in_epoch_2(cfg, monkeypatch)
     state = resume_dir(home / "halves")
     assert (state / "resume.json").is_file()
 
-    resumed = train_module.train(cfg, show_progress=False, resume=True)
+    resumed = train(cfg, show_progress=False, resume=True)
 
     assert not state.exists()  # removed once the training is complete
     assert whole.best_epoch == 3
@@ -91,34 +92,36 @@ def test_an_interrupted_training_resumed_ends_as_an_uninterrupted_one(home, tiny
 
 
 def test_resume_refuses_without_a_state_or_with_another_config(home, tiny_model_dir, monkeypatch):
-    import pipeline.stages.optimise as train_module
+    from pipeline.stages.train import train
 
     cfg = tiny_config(home, tiny_model_dir, "model")
     with pytest.raises(PipelineError, match="nothing to resume"):
-        train_module.train(cfg, show_progress=False, resume=True)
+        train(cfg, show_progress=False, resume=True)
 
     interrupted_in_epoch_2(cfg, monkeypatch)
     # the runtime may change between the halves, the training settings may not
     changed = tiny_config(home, tiny_model_dir, "model", ("train.learning_rate=0.001", "runtime.threads=2"))
     with pytest.raises(PipelineError, match=r"config differs from the interrupted run's in train\.learning_rate$"):
-        train_module.train(changed, show_progress=False, resume=True)
+        train(changed, show_progress=False, resume=True)
 
 
 def test_a_job_killed_during_the_final_evaluation_resumes_there(home, tiny_model_dir, monkeypatch):
+    import pipeline.stages.finalise as finalise
     import pipeline.stages.optimise as train_module
+    from pipeline.stages.train import train
 
     cfg = tiny_config(home, tiny_model_dir, "model")
-    fit_temperature = train_module.fit_temperature
-    monkeypatch.setattr(train_module, "fit_temperature", killed)
+    fit_temperature = finalise.fit_temperature
+    monkeypatch.setattr(finalise, "fit_temperature", killed)
     with pytest.raises(Preempted):
-        train_module.train(cfg, show_progress=False)
-    monkeypatch.setattr(train_module, "fit_temperature", fit_temperature)
+        train(cfg, show_progress=False)
+    monkeypatch.setattr(finalise, "fit_temperature", fit_temperature)
     epochs_run = []
     batch_order = train_module.length_grouped_batches
     monkeypatch.setattr(
         train_module, "length_grouped_batches", lambda *a, **k: epochs_run.append(1) or batch_order(*a, **k)
     )
-    resumed = train_module.train(cfg, show_progress=False, resume=True)
+    resumed = train(cfg, show_progress=False, resume=True)
     assert epochs_run == []  # no epoch trained again
     assert resumed.best_epoch == 3
     assert resumed.test_metrics["n"] > 0

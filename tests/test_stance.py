@@ -1,17 +1,19 @@
 """Claim stance: joined tables, a group split, the relatedness gate, the FNC-1 score, two-stage training."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import make_stance_config
 
 from pipeline.core.config import load_config
-from pipeline.stages.prepare import load_prepared, prepare
 from pipeline.core.labelled import sample_rows
-from pipeline.models.gate import RelatednessGate, combine_gate
 from pipeline.core.metrics import compute_metrics, fnc_relative_score
-from pipeline.modeling import Classifier
+from pipeline.models.gate import RelatednessGate, combine_gate
+from pipeline.models.loading import load_model
+from pipeline.stages.prepare import load_prepared, prepare
 from pipeline.stages.train import train
 
 FNC = ["agree", "disagree", "discuss", "unrelated"]
@@ -83,10 +85,11 @@ def test_two_stage_training_round_trips_with_its_gate(home, tiny_model_dir):
     result = train(cfg, show_progress=False)
     assert "fnc_score" in result.test_metrics
     assert result.test_metrics["per_class"]["unrelated"]["f1"] > 0.8  # the gate's job, easy on this data
-    clf = Classifier.load(result.model_dir, "cpu", "fp32")
-    assert clf.labels == FNC and clf.gate is not None
-    assert clf.model.config.num_labels == 4 and clf.gate.threshold == cfg.model.gate_threshold
-    assert clf.evidence_first and clf.class_bias is not None and len(clf.class_bias) == 4
+    clf = load_model(result.model_dir, "cpu", "fp32")
+    gate = clf.decision.gate
+    assert clf.labels == FNC and gate is not None and gate.threshold == cfg.model.gate_threshold
+    assert clf.backend.model.config.num_labels == 4, "a gated model reads on PyTorch"
+    assert clf.card.windows.evidence_first and clf.decision.class_bias is not None and len(clf.decision.class_bias) == 4
     dataset, _ = load_prepared(cfg)
     test = dataset["test"]
     probs = clf.predict_proba(list(test["text"]), list(test["pair"]))
@@ -118,7 +121,12 @@ def test_predict_and_evaluate_claims_through_the_cli(home, tiny_model_dir):
     assert ev.returncode == 0, ev.stderr
     obj = json.loads(ev.stdout)
     assert set(obj) == {"n", "accuracy", "macro_f1", "fnc_score", "per_class", "run_id"}
-    assert 0 <= obj["fnc_score"] <= 100
+    # the FNC-1 score of what the champion answered: unrelated rows right count a quarter, the rest in full
+    gated = load_model(Path(str(home)) / "model-stance", "cpu", "fp32")
+    test = load_prepared(load_config(stance_cfg))[0]["test"]
+    y = np.asarray(test["label"])
+    pred = gated.predict_proba(list(test["text"]), list(test["pair"])).argmax(axis=1)
+    assert obj["fnc_score"] == pytest.approx(fnc_relative_score(y, pred, FNC), abs=1e-9)
 
 
 def test_class_weights_balance_and_soften():

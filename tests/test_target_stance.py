@@ -10,12 +10,12 @@ from conftest import ROOT, make_config, synthetic_rows, write_csv, write_test_co
 from test_train_tiny import run_cli
 
 from pipeline.core.config import load_config
-from pipeline.stages.prepare import load_prepared
 from pipeline.core.errors import PipelineError
 from pipeline.stages.predict import predict
+from pipeline.stages.prepare import load_prepared
+from pipeline.stages.train import train
 from pipeline.text.articles import Article
 from pipeline.text.targets import main_targets
-from pipeline.stages.train import train
 
 SAMPLE = ROOT / "seeds" / "000_6abd9dfd733c7055.txt"
 POLARITY = {
@@ -127,12 +127,12 @@ def test_target_stance_trains_scores_extra_sets_and_predicts(home, tiny_model_di
 def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(home, tiny_model_dir):
     from pipeline.core.labelled import extra_test_data, label_indices
     from pipeline.core.metrics import compute_metrics
-    from pipeline.modeling import Classifier
+    from pipeline.models.loading import load_torch
 
     cfg = load_config(make_target_config(home, tiny_model_dir, dev_fits_article_bias=True))
     result = train(cfg, show_progress=False)
-    saved = Classifier.load(result.model_dir, "cpu", "fp32")
-    assert saved.article_bias is not None and len(saved.article_bias) == 3
+    saved = load_torch(result.model_dir, "cpu", "fp32")
+    assert saved.decision.article_bias is not None and len(saved.decision.article_bias) == 3
     [dev] = extra_test_data(cfg, "persent_dev")
     assert (saved.windows_per_text(dev.texts, dev.pairs) > 1).all()  # every dev document is an article here
     y = label_indices(dev.labels, saved.labels)
@@ -140,7 +140,7 @@ def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(h
     assert (
         abs(result.extra_test_metrics["persent_dev"]["macro_f1"] - with_offsets) < 1e-9
     )  # train scored the saved rule
-    saved.article_bias = None
+    saved.decision.article_bias = None
     without = compute_metrics(y, saved.predict_proba(dev.texts, dev.pairs), saved.labels)["macro_f1"]
     assert with_offsets >= without  # fitted there: the offsets never lower the fitting set's macro-F1
     # sentences are left as they were: NewsMTSC test scores the same with or without them
@@ -148,7 +148,7 @@ def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(h
     pairs = ["Alice Smith", "Acme Corp"]
     np.testing.assert_allclose(
         saved.predict_proba(sentences, pairs),
-        Classifier.load(result.model_dir, "cpu", "fp32").predict_proba(sentences, pairs),
+        load_torch(result.model_dir, "cpu", "fp32").predict_proba(sentences, pairs),
     )
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,8 +16,6 @@ from pipeline.core.config import BaselineConfig, load_config
 from pipeline.models.tfidf import (
     TFIDF_FIRST_GRID,
     TfidfModel,
-    apply_blend,
-    blended_predict,
     fit_stack,
     fit_tfidf,
     fit_tfidf_first,
@@ -77,40 +76,37 @@ def test_stack_weights_follow_the_informative_model():
     # weight (1, 0) is the first model unchanged; probabilities always sum to one
     assert np.allclose(stack(log_clipped(informative), log_clipped(noise), (1.0, 0.0)), informative)
     assert np.allclose(stack(log_clipped(noise), log_clipped(informative), (a_first, b_first)).sum(axis=1), 1.0)
-    assert apply_blend([informative], None, None, ["x"] * 300, None)[0] is informative
 
 
 def test_blended_model_trains_exports_and_predicts_without_scikit_learn(home, tiny_model_dir):
+    from pipeline.models.loading import load_model, load_torch
     from pipeline.stages.export import export_onnx
-    from pipeline.modeling import Classifier
-    from pipeline.onnx_model import OnnxClassifier
     from pipeline.stages.train import train
 
     src = write_csv(home / "news.csv", synthetic_rows(20))
     cfg = load_config(make_config(home, tiny_model_dir, src, model__tfidf_blend=True, train__max_steps=2))
     result = train(cfg)
     folder = result.model_dir
-    meta = json.loads((folder / "pipeline.json").read_text())
-    a, b = meta["tfidf_blend"]
+    a, b = json.loads((folder / "pipeline.json").read_text())["decision"]["tfidf_blend"]
     assert a >= 0 and b > 0, "keyword-separable text: the TF-IDF model must get weight"
     texts = [r["text"] for r in synthetic_rows(4, seed=5)]
-    blended = Classifier.load(folder, "cpu", "fp32")
-    alone = Classifier.load(folder, "cpu", "fp32")
-    alone.tfidf, alone.blend = None, None
-    expected = stack(log_clipped(alone.predict_proba(texts)), blended.tfidf.log_proba(texts), (a, b))
+    blended = load_torch(folder, "cpu", "fp32")
+    alone = load_torch(folder, "cpu", "fp32")
+    tfidf, alone.decision.tfidf, alone.decision.blend = alone.decision.tfidf, None, None
+    expected = stack(log_clipped(alone.predict_proba(texts)), tfidf.log_proba(texts), (a, b))
     assert np.allclose(blended.predict_proba(texts), expected)
-    assert export_onnx(folder, False, texts, None)["agreement"] == 1.0
-    assert np.allclose(OnnxClassifier.load(folder).predict_proba(texts), expected, atol=1e-4)
+    assert export_onnx(folder, False, texts, None).agreement == 1.0
+    assert np.allclose(load_model(folder, "cpu").predict_proba(texts), expected, atol=1e-4)
 
     # TF-IDF first: fitted on the check texts, it changes none of their labels, and where the TF-IDF
     # model is sure enough its own probabilities are the answer
     report = export_onnx(folder, False, texts, None, tfidf_first=True)
-    threshold = json.loads((folder / "pipeline.json").read_text())["tfidf_first"]
-    assert report["tfidf_first"] == threshold and threshold in TFIDF_FIRST_GRID
-    p_tfidf = np.exp(blended.tfidf.log_proba(texts))
+    threshold = json.loads((folder / "pipeline.json").read_text())["decision"]["tfidf_first"]
+    assert report.tfidf_first == threshold and threshold in TFIDF_FIRST_GRID
+    p_tfidf = np.exp(tfidf.log_proba(texts))
     sure = p_tfidf.max(axis=1) >= threshold
-    assert report["tfidf_first_share"] == sure.mean() > 0
-    for model in (Classifier.load(folder, "cpu", "fp32"), OnnxClassifier.load(folder)):
+    assert report.tfidf_first_share == sure.mean() > 0
+    for model in (load_torch(folder, "cpu", "fp32"), load_model(folder, "cpu")):
         probs = model.predict_proba(texts)
         assert (probs.argmax(axis=1) == expected.argmax(axis=1)).all()
         assert np.allclose(probs[sure], p_tfidf[sure]) and np.allclose(probs[~sure], expected[~sure], atol=1e-4)
@@ -135,24 +131,44 @@ def test_tfidf_first_threshold_is_the_lowest_that_changes_no_label():
     assert fit_tfidf_first(p_tfidf, p_full, (0.3, 0.5)) is None
 
 
-def test_blended_predict_runs_the_transformer_only_where_the_tfidf_model_is_unsure():
+def test_the_decision_runs_the_transformer_only_where_the_tfidf_model_is_unsure():
+    from pipeline.models.decision import Decision
+    from pipeline.models.predictor import Predictor
+    from pipeline.text.windows import Windows
+
     class Tfidf:
         def log_proba(self, texts):
             return np.log(np.asarray([[0.9, 0.1] if "sure" in t else [0.5, 0.5] for t in texts]))
 
-    seen = []
+    class Backend:
+        """Logits whose softmax is (0.2, 0.8) for every text it is given; it notes which."""
 
-    def transformer(texts, pairs):
-        seen.extend(texts)
-        return [np.tile([0.2, 0.8], (len(texts), 1))]
+        seen: ClassVar[list[str]] = []
+
+        def windows(self, texts, pairs):
+            return Windows([[1]] * len(texts), [[0]] * len(texts), list(range(len(texts))))
+
+        def window_logits(self, texts, pairs):
+            self.seen.extend(texts)
+            return np.tile(np.log([0.2, 0.8]), (len(texts), 1)), self.windows(texts, pairs)
+
+    def predictor(threshold):
+        decision = Decision(["a", "b"], tfidf=Tfidf(), blend=(1.0, 1.0), tfidf_first=threshold)  # type: ignore[arg-type]
+        return Predictor(None, Backend(), decision)  # type: ignore[arg-type]
+
+    class Card:
+        labels: ClassVar[list[str]] = ["a", "b"]
 
     texts = ["sure a", "maybe b", "sure c", "maybe d"]
-    out = blended_predict(texts, None, Tfidf(), (1.0, 1.0), 0.8, transformer)[0]
-    assert seen == ["maybe b", "maybe d"]
+    model = predictor(0.8)
+    model.card = Card()  # type: ignore[assignment]
+    out = model.predict_proba(texts)
+    assert Backend.seen == ["maybe b", "maybe d"]
     assert np.allclose(out[[0, 2]], [0.9, 0.1]) and np.allclose(out[[1, 3]], [0.2, 0.8])
-    seen.clear()
-    everything = blended_predict(texts, None, Tfidf(), (1.0, 1.0), None, transformer)[0]
-    assert seen == texts and np.allclose(everything[0], [0.18 / 0.26, 0.08 / 0.26])
-    seen.clear()
-    assert np.allclose(blended_predict(["sure"], None, Tfidf(), (1.0, 1.0), 0.8, transformer)[0], [[0.9, 0.1]])
-    assert seen == []
+    Backend.seen.clear()
+    everything = predictor(None)
+    everything.card = Card()  # type: ignore[assignment]
+    assert np.allclose(everything.predict_proba(texts)[0], [0.18 / 0.26, 0.08 / 0.26])
+    assert Backend.seen == texts
+    Backend.seen.clear()
+    assert np.allclose(model.predict_proba(["sure"]), [[0.9, 0.1]]) and Backend.seen == []

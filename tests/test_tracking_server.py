@@ -200,7 +200,7 @@ def test_a_server_lost_during_training_loses_no_training(server, home, tiny_mode
     assert last.startswith("error: the MLflow store failed") and "pipeline log-model" in last, stderr[-2000:]
     assert "Traceback" not in stderr
     assert "epoch 40:" in stderr, "every epoch ran after the server went away"  # progress goes to stderr
-    assert json.loads((home / "model" / "pipeline.json").read_text())["epoch"] >= 1
+    assert json.loads((home / "model" / "pipeline.json").read_text())["training"]["epoch"] >= 1
 
     logged = cli(home, server, "log-model", str(home / "model"))
     assert logged.returncode == 0, logged.stderr

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from conftest import make_config, synthetic_rows, write_csv
 
-from pipeline.tracking import registry, store
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.labelled import load_eval_file, parse_label_map
 from pipeline.stages.evaluate import evaluate, prepared_test_data
 from pipeline.stages.predict import predict
-from pipeline.text.articles import Article
 from pipeline.stages.train import train
 from pipeline.stages.train_data import drop_pairs, length_grouped_batches
+from pipeline.text.articles import Article
+from pipeline.tracking import registry, store
 
 
 def test_length_grouped_batches_cover_every_example_once():
@@ -238,7 +238,9 @@ def test_bench_measures_both_paths_side_by_side(trained):
     r = bench_predict(cfg, None, limit=8)
     summary = r.summary()
     assert r.n == 8 and [m.name.split(",")[0] for m in r.runs[:2]] == ["transformers pipeline"] * 2
-    assert summary["speedup_vs_bs1"] == pytest.approx(summary["articles_per_s"] / summary["baseline_bs1_articles_per_s"])
+    assert summary["speedup_vs_bs1"] == pytest.approx(
+        summary["articles_per_s"] / summary["baseline_bs1_articles_per_s"]
+    )
     # each side is scored on the articles it read: ours reads every window, as training scored it
     assert summary["macro_f1"]["ours"] == pytest.approx(evaluate_on_first(cfg, 8))
     # batch size does not change what the plain pipeline answers

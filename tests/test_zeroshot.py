@@ -12,9 +12,9 @@ from test_train_tiny import run_cli
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.labelled import EvalData
+from pipeline.models.loading import load_model, save_model
+from pipeline.models.zeroshot import EmbeddingBackend, NliBackend, build_zeroshot, label_phrasings, pseudo_labels
 from pipeline.stages.evaluate import split_by_seen_targets
-from pipeline.models.loading import load_model
-from pipeline.zeroshot import EmbeddingZeroShot, NliZeroShot, build_zeroshot, label_phrasings, pseudo_labels
 
 
 def zeroshot_config(home: Path, model: str | Path, source: Path, **changes: object) -> Path:
@@ -67,8 +67,8 @@ def test_nli_engine_needs_a_model(zs_config):
 
 def test_embedding_prototypes_are_unit_vectors_and_a_phrasing_finds_its_label(zs_config):
     clf = build_zeroshot(load_config(zs_config))
-    assert isinstance(clf, EmbeddingZeroShot)
-    assert np.allclose(np.linalg.norm(clf.prototypes, axis=1), 1.0, atol=1e-5)
+    assert isinstance(clf.backend, EmbeddingBackend)
+    assert np.allclose(np.linalg.norm(clf.backend.prototypes, axis=1), 1.0, atol=1e-5)
     probs = clf.predict_proba([WORDS[label] for label in LABELS])
     assert probs.shape == (3, 3) and np.allclose(probs.sum(axis=1), 1.0)
     # a text equal to a label's only phrasing is that label's prototype: cosine 1, the top score
@@ -84,12 +84,12 @@ def test_embedding_zeroshot_save_load_round_trip(zs_config, tmp_path):
     clf = build_zeroshot(load_config(zs_config))
     folder = tmp_path / "saved"
     folder.mkdir()
-    clf.save(folder)
+    save_model(clf, folder)
     loaded = load_model(folder, "cpu", "fp32")
     texts = [" ".join(synthetic_rows(1, seed=s)[0]["text"] for s in range(3))]  # several windows
-    assert isinstance(loaded, EmbeddingZeroShot) and loaded.labels == clf.labels
+    assert isinstance(loaded.backend, EmbeddingBackend) and loaded.labels == clf.labels
     assert np.allclose(loaded.predict_proba(texts), clf.predict_proba(texts), atol=1e-5)
-    assert loaded.meta["text_columns"] == ["title", "text"]
+    assert loaded.card.text_columns == ["title", "text"] and loaded.card.kind == "zeroshot-embedding"
 
 
 @pytest.fixture(scope="session")
@@ -113,15 +113,15 @@ def tiny_nli_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
 def test_nli_engine_scores_every_window_and_round_trips(zs_config, tiny_nli_dir, tmp_path):
     cfg = load_config(zs_config, ["zeroshot.engine=nli", f"zeroshot.nli_model={tiny_nli_dir}"])
     clf = build_zeroshot(cfg, ["business", "sport", "tech", "science"])
-    assert isinstance(clf, NliZeroShot)
+    assert isinstance(clf.backend, NliBackend)
     long_text = " ".join(["shares profit market company"] * 60)  # several 64-token windows
     probs = clf.predict_proba([long_text, "a goal in the cup final"])
     assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1.0)
     folder = tmp_path / "nli"
     folder.mkdir()
-    clf.save(folder)
+    save_model(clf, folder)
     loaded = load_model(folder, "cpu", "fp32")
-    assert isinstance(loaded, NliZeroShot)
+    assert isinstance(loaded.backend, NliBackend)
     assert np.allclose(loaded.predict_proba([long_text, "a goal in the cup final"]), probs, atol=1e-5)
 
 
@@ -129,7 +129,7 @@ class FixedScores:
     """A stand-in classifier with given probabilities: pseudo-label selection is tested on its own."""
 
     def __init__(self, labels: list[str], probs: np.ndarray) -> None:
-        self.labels, self.meta, self.probs = labels, {}, probs
+        self.labels, self.probs = labels, probs
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         return self.probs[: len(texts)]
@@ -188,7 +188,8 @@ def test_self_training_learns_zero_shot_labels_and_registers_apart(zs_config, ho
     assert "topic_selftrained" in tr.stdout
     run = mlflow.search_runs(experiment_names=["topic"], filter_string="tags.pseudo_labels = 'true'").iloc[0]
     assert run["metrics.pseudo_train_kept"] > 0 and run["metrics.pseudo_validation_kept"] > 0
-    assert 0.0 <= run["metrics.pseudo_train_gold_agreement"] <= 1.0
+    # the kept labels are the zero-shot model's, scored against gold: synthetic news is easy for it
+    assert run["metrics.pseudo_train_gold_agreement"] > 0.5
     names = {m.name for m in mlflow.MlflowClient().search_registered_models()}
     assert names == {"topic_selftrained"}, "self-training must not compete with the gold-label champion"
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from pipeline.io import read_table
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
-
 from pipeline.config import load_config
 from pipeline.evaluate import extra_test_data, label_indices, prepared_split_data
 from pipeline.modeling import Classifier
 from pipeline.tfidf import TFIDF_VOCAB, TfidfModel, fit_stack, log_clipped, stack, tfidf_texts
+from sklearn.metrics import f1_score
 
 
 def main(folders: list[Path]) -> None:

@@ -17,10 +17,9 @@ import time
 import numpy as np
 import torch
 from datasets import load_from_disk
+from pipeline.modeling import Windows, build_classifier, encode_windows, load_tokenizer, pad_batch, window_logits
 from sklearn.metrics import f1_score
 from transformers import get_linear_schedule_with_warmup
-
-from pipeline.modeling import Windows, build_classifier, encode_windows, load_tokenizer, pad_batch, window_logits
 
 PREPARED = "data/prepared/target_stance"
 LABELS = ["against", "favor", "neutral"]  # the prepared label ids' order (the config's `data.labels`)

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold
-
 from pipeline.io import read_table
 from pipeline.metrics import fit_class_bias
 from pipeline.modeling import Classifier, Windows, apply_article_bias, combine_windows, pad_batch, window_logits
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
 
 SOURCE = Path("../shared/data/persent_dev_random_test.csv.gz")
 LABELS = {"Positive": "favor", "Negative": "against", "Neutral": "neutral"}

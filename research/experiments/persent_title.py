@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold
-
 from pipeline.io import read_table
 from pipeline.metrics import fit_class_bias
 from pipeline.modeling import Classifier, apply_article_bias
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
 
 SOURCE = Path("../shared/data/persent_dev_random_test.csv.gz")
 LABELS = {"Positive": "favor", "Negative": "against", "Neutral": "neutral"}
