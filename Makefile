@@ -65,10 +65,10 @@ bench: install
 
 # tests run in parallel, one process a core (at most 4): each test has its own home and MLflow store
 test: install
-	$(BIN)/pytest -q -n auto --maxprocesses 4
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 test-fast: install
-	$(BIN)/pytest -q -n auto --maxprocesses 4 -m "not e2e"
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadgroup -m "not e2e"
 
 # ruff (lint and format), mypy, and the layer contract (pyproject.toml [tool.importlinter])
 lint: install

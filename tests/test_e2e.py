@@ -2,18 +2,19 @@
 
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SHARED_DATA, make_config
+from conftest import ROOT, SHARED_DATA, isolate, make_config
 from test_train_tiny import run_cli
 
-pytestmark = pytest.mark.e2e
+# one worker runs them all (`--dist loadgroup`), so the MiniLM topic model is trained once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("minilm")]
 SEED = ROOT / "seeds" / "000_6abd9dfd733c7055.txt"
 
 
-@pytest.fixture()
-def bbc_slice(home):
+def write_bbc_slice(home):
     source = SHARED_DATA / "bbc_news.csv.gz"
     if not source.is_file():
         pytest.skip(f"{source} is not present")
@@ -25,11 +26,21 @@ def bbc_slice(home):
     return path
 
 
-def test_cli_end_to_end_with_minilm(home, bbc_slice):
+@pytest.fixture()
+def bbc_slice(home):
+    return write_bbc_slice(home)
+
+
+@pytest.fixture(scope="module")
+def bbc_trained(tmp_path_factory):
+    """The topic task prepared twice and trained once with MiniLM through the CLI, in a home of its own
+    that the tests of this file share (the stance test predicts with this topic champion)."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    shutil.copytree(ROOT / "configs", home / "configs")
     config = make_config(
         home,
         "minilm",
-        bbc_slice,
+        write_bbc_slice(home),
         data__split_column="split",
         data__labels=["business", "entertainment", "politics", "sport", "tech"],
         model__max_length=128,
@@ -39,13 +50,19 @@ def test_cli_end_to_end_with_minilm(home, bbc_slice):
         train__batch_size=8,
     )
     c = ["-c", str(config)]
-    prep = run_cli(home, "prepare", *c)
+    runs = {"prepare": run_cli(home, "prepare", *c), "again": run_cli(home, "prepare", *c)}
+    runs["train"] = run_cli(home, "train", *c)
+    return home, config, runs
+
+
+def test_cli_end_to_end_with_minilm(bbc_trained, monkeypatch):
+    home, config, runs = bbc_trained
+    isolate(monkeypatch, home)
+    c = ["-c", str(config)]
+    prep, again, tr = runs["prepare"], runs["again"], runs["train"]
     assert prep.returncode == 0, prep.stderr
     assert "written" in prep.stdout and "train" in prep.stdout
-    again = run_cli(home, "prepare", *c)
     assert "unchanged, reused" in again.stdout
-
-    tr = run_cli(home, "train", *c)
     assert tr.returncode == 0, tr.stderr
     assert "alias champion" in tr.stdout
     trained_f1 = float(re.search(r"test: macro-F1 ([0-9.]+)", tr.stdout).group(1))
@@ -75,8 +92,9 @@ def test_cli_end_to_end_with_minilm(home, bbc_slice):
 
 
 @pytest.fixture()
-def fnc_slice(home):
+def fnc_slice(bbc_trained):
     """A few real FNC-1 stories (every pair of 12 train and 4 test bodies), as the real files are shaped."""
+    home = bbc_trained[0]
     paths = {}
     for part, n_bodies in (("train", 12), ("competition_test", 4)):
         stances, bodies = SHARED_DATA / f"fnc1_{part}_stances.csv.gz", SHARED_DATA / f"fnc1_{part}_bodies.csv.gz"
@@ -90,9 +108,10 @@ def fnc_slice(home):
     return paths
 
 
-def test_claim_stance_end_to_end_with_minilm(home, fnc_slice, bbc_slice):
+def test_claim_stance_end_to_end_with_minilm(bbc_trained, fnc_slice):
     import yaml
 
+    home, topic, _ = bbc_trained
     raw = yaml.safe_load((ROOT / "configs" / "stance.yaml").read_text())
     (tr_s, tr_b), (te_s, te_b) = fnc_slice["train"], fnc_slice["competition_test"]
     raw["data"].update(
@@ -107,9 +126,6 @@ def test_claim_stance_end_to_end_with_minilm(home, fnc_slice, bbc_slice):
     raw["runtime"].update(threads=1)
     config = home / "stance.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    topic = make_config(
-        home, "minilm", bbc_slice, data__split_column="split", model__max_length=128, train__max_steps=2
-    )
 
     c = ["-c", str(config)]
     assert run_cli(home, "prepare", *c).returncode == 0
@@ -122,7 +138,6 @@ def test_claim_stance_end_to_end_with_minilm(home, fnc_slice, bbc_slice):
     metrics = json.loads(ev.stdout)
     assert metrics["n"] == len(pd.read_csv(te_s)) and round(metrics["fnc_score"], 2) == trained_fnc
 
-    assert run_cli(home, "train", "-c", str(topic)).returncode == 0
     claim = "Turkey supplies Ukraine with armed drones"
     pr = run_cli(home, "predict", "-c", str(topic), "--json", "--claim", claim, str(SEED))
     assert pr.returncode == 0, pr.stderr

@@ -26,7 +26,7 @@ def classifier_class(pooling: str) -> Any:
     """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT family);
     `mean_mention`: that mean beside the mean of the pair's mentions in the text."""
     if pooling in ("mean", "mean_mention"):
-        from pipeline.models.mean_pool import MeanPoolBertClassifier
+        from pipeline.models.mean_pool import MeanPoolBertClassifier  # it imports torch at its top
 
         return MeanPoolBertClassifier
     from transformers import AutoModelForSequenceClassification
