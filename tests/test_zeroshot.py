@@ -183,9 +183,10 @@ def test_zeroshot_cli_logs_beside_finetuned_runs_registers_and_predicts(zs_confi
 def test_self_training_learns_zero_shot_labels_and_registers_apart(zs_config, home):
     import mlflow
 
-    tr = run_cli(home, "train", "-c", str(zs_config), "--pseudo-labels", "--set", "train.max_steps=2")
-    assert tr.returncode == 0, tr.stderr
-    assert "topic_selftrained" in tr.stdout
+    from pipeline.stages.train import train
+
+    result = train(load_config(zs_config, ["train.max_steps=2"]), show_progress=False, pseudo_labels=True)
+    assert result.model_uri == "models:/topic_selftrained/1" and result.model_dir == home / "selftrained"
     run = mlflow.search_runs(experiment_names=["topic"], filter_string="tags.pseudo_labels = 'true'").iloc[0]
     assert run["metrics.pseudo_train_kept"] > 0 and run["metrics.pseudo_validation_kept"] > 0
     # the kept labels are the zero-shot model's, scored against gold: synthetic news is easy for it
@@ -211,8 +212,9 @@ def test_self_training_labels_only_the_tasks_own_articles(home, tiny_model_dir):
     config = zeroshot_config(
         home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(20)), data__extra_train=[extra_set]
     )
-    tr = run_cli(home, "train", "-c", str(config), "--pseudo-labels", "--set", "train.max_steps=2")
-    assert tr.returncode == 0, tr.stderr
+    from pipeline.stages.train import train
+
+    train(load_config(config, ["train.max_steps=2"]), show_progress=False, pseudo_labels=True)
     train_ids = load_from_disk(str(home / "prepared"))["train"]["id"]
     own = sum(not str(i).startswith("extra:") for i in train_ids)
     assert own < len(train_ids)
