@@ -1,0 +1,77 @@
+"""One predictor for every kind of model: a backend that turns windows into logits, and the Decision after it.
+
+Each text is tokenised once: the windows the backend reads are the ones the Decision counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.models.card import ModelCard
+from pipeline.models.decision import Decision
+from pipeline.text.windows import Windows, windows_per_text
+
+
+class Backend(Protocol):
+    """What the Decision needs of a model: the windows it reads, and their logits."""
+
+    def windows(self, texts: list[str], pairs: list[str] | None) -> Windows: ...
+
+    def window_logits(self, texts: list[str], pairs: list[str] | None) -> tuple[np.ndarray, Windows]: ...
+
+
+@dataclass
+class Predictor:
+    card: ModelCard
+    backend: Backend
+    decision: Decision
+
+    @property
+    def labels(self) -> list[str]:
+        return self.card.labels
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return self.predict_proba_at(texts, pairs)[0]
+
+    def predict_proba_at(
+        self,
+        texts: list[str],
+        pairs: list[str] | None,
+        temperatures: list[float] | None = None,
+        combines: list[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Probabilities at each temperature (default: the fitted one), or with each window combination
+        (`combines`), from one pass of the backend."""
+        settings: list[tuple[float, str | None]] = [(t, None) for t in temperatures or [self.decision.temperature]]
+        if combines:
+            settings = [(self.decision.temperature, how) for how in combines]
+        if not texts:
+            return [np.zeros((0, len(self.labels))) for _ in settings]
+        route = self.decision.route(texts, pairs)
+        logits, windows = np.zeros((0, len(self.labels))), Windows.empty()
+        if len(route.rows):  # else the gate or the TF-IDF model answered every text
+            logits, windows = self.backend.window_logits(texts_of(texts, route.rows), route.take(pairs))
+        n_windows = self.windows_per_text(texts, pairs, route.rows, windows) if self.decision.article_bias else None
+        return [
+            self.decision.decide(route, logits, windows, [t], how, n_windows)[0] for t, how in settings
+        ]
+
+    def windows_per_text(
+        self, texts: list[str], pairs: list[str] | None, read: np.ndarray | None = None, windows: Windows | None = None
+    ) -> np.ndarray:
+        """How many windows the model reads of each text; `read` texts' `windows` are known already."""
+        counts = np.zeros(len(texts), dtype=np.int64)
+        if read is not None and windows is not None:
+            counts[read] = windows_per_text(windows, len(read))
+        rest = np.setdiff1d(np.arange(len(texts)), read if read is not None else [])
+        if len(rest):
+            others = self.backend.windows(texts_of(texts, rest), [pairs[i] for i in rest] if pairs else None)
+            counts[rest] = windows_per_text(others, len(rest))
+        return counts
+
+
+def texts_of(texts: list[str], rows: np.ndarray) -> list[str]:
+    return [texts[i] for i in rows]
