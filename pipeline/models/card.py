@@ -114,7 +114,9 @@ def read_card(folder: Path) -> ModelCard:
         raw = json.loads(path.read_text(encoding="utf-8"))
         version = raw.get("schema_version", 1)
         if version > SCHEMA_VERSION:
-            raise PipelineError(f"{path} is of model card version {version}; this pipeline reads up to {SCHEMA_VERSION}")
+            raise PipelineError(
+                f"{path} is of model card version {version}; this pipeline reads up to {SCHEMA_VERSION}"
+            )
         return ModelCard.model_validate(_from_version_1(raw) if version == 1 else raw)
     except ValidationError as err:
         first = err.errors()[0]

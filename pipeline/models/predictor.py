@@ -55,9 +55,7 @@ class Predictor:
         if len(route.rows):  # else the gate or the TF-IDF model answered every text
             logits, windows = self.backend.window_logits(texts_of(texts, route.rows), route.take(pairs))
         n_windows = self.windows_per_text(texts, pairs, route.rows, windows) if self.decision.article_bias else None
-        return [
-            self.decision.decide(route, logits, windows, [t], how, n_windows)[0] for t, how in settings
-        ]
+        return [self.decision.decide(route, logits, windows, [t], how, n_windows)[0] for t, how in settings]
 
     def windows_per_text(
         self, texts: list[str], pairs: list[str] | None, read: np.ndarray | None = None, windows: Windows | None = None

@@ -15,7 +15,14 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError
 from pipeline.models.runtime import autocast, pick_device, pick_precision, quiet_transformers, resolve_model_name
-from pipeline.text.windows import CPU_BATCH_TOKENS, Windows, WindowSettings, encode_windows, length_batches, padded_arrays
+from pipeline.text.windows import (
+    CPU_BATCH_TOKENS,
+    Windows,
+    WindowSettings,
+    encode_windows,
+    length_batches,
+    padded_arrays,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -157,7 +157,14 @@ class NliBackend:
 
     @classmethod
     def create(
-        cls, pipe: Any, labels: list[str], template: str, max_length: int, stride: int, max_windows: int, batch_size: int
+        cls,
+        pipe: Any,
+        labels: list[str],
+        template: str,
+        max_length: int,
+        stride: int,
+        max_windows: int,
+        batch_size: int,
     ) -> NliBackend:
         window_length = max(max_length - NLI_HYPOTHESIS_TOKENS, 2 * stride + 2)
         settings = WindowSettings(max_length=window_length, stride=stride, max_windows=max_windows)
