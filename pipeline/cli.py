@@ -317,6 +317,68 @@ def predict(
 
 
 @app.command()
+def batch(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Parquet, CSV(.gz) or JSONL files, folders or globs (spark: any path or table).")
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="The Parquet folder to write.")],
+    engine: Annotated[
+        str, typer.Option(help="local: this process; spark: Spark (spark-submit's cluster, else local[N]).")
+    ] = "local",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    text_column: Annotated[str, typer.Option(help="Column with the article text.")] = "text",
+    title_column: Annotated[
+        str | None, typer.Option(help="Column with the title (default: `title` where there is one).")
+    ] = None,
+    id_column: Annotated[str, typer.Option(help="Column that identifies a row; copied to the output.")] = "id",
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="Another input column to copy to the output (repeatable).")
+    ] = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", help="Add the stance toward this entity (repeatable).")
+    ] = None,
+    claim: Annotated[
+        list[str] | None, typer.Option("--claim", help="Add the stance toward this claim (repeatable).")
+    ] = None,
+    target_model: Annotated[
+        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion).")
+    ] = None,
+    claim_model: Annotated[
+        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion).")
+    ] = None,
+    spark_master: Annotated[
+        str | None, typer.Option(help="Spark master (default: spark-submit's, else local[*]).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing output (swapped in once the new one is whole).")
+    ] = False,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and labelled at a time (local engine).")] = 1024,
+) -> None:
+    """Label a table of articles into Parquet: topic label, score and class probabilities, stance when asked."""
+    from pipeline.stages.batch import Columns, batch_local, batch_spark, check_output, scorers
+    from pipeline.text.articles import given_names
+
+    cfg = _config(config, set_)
+    if engine not in ("local", "spark"):
+        raise PipelineError(f"--engine {engine!r}: choose local or spark")
+    check_output(output, overwrite)
+    cols = Columns(text_column, title_column, id_column, keep or [])
+    jobs = scorers(
+        cfg.task, model, cfg.mlflow.registered_model, given_names(target, "--target"), target_model,
+        given_names(claim, "--claim"), claim_model,
+    )  # fmt: skip
+    if engine == "local":
+        r = batch_local(inputs, output, cols, jobs, cfg.runtime, chunk_rows, sys.stderr.isatty())
+    else:
+        r = batch_spark(inputs, output, cols, jobs, spark_master, overwrite)
+    typer.echo(
+        f"{r.rows} rows labelled ({r.errors} with an error) in {r.seconds:.1f} s, {r.rows_per_s:.1f} rows/s: {r.output}"
+    )
+
+
+@app.command()
 def runs(
     task: Annotated[str | None, typer.Option(help="Only the runs of this task (topic, stance, ...).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,

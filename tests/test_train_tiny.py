@@ -266,9 +266,13 @@ def test_registered_pyfunc_returns_every_class_probability(trained):
     assert trained[1].alias == "champion"
     model = mlflow.pyfunc.load_model("models:/topic@champion")
     out = model.predict(pd.DataFrame({"text": ["match goal team win", "shares profit market"]}))
-    assert list(out.columns) == ["label", "score", "prob_business", "prob_sport", "prob_tech"]
+    assert list(out.columns) == ["label", "score", "prob_business", "prob_sport", "prob_tech", "error"]
     assert out[["prob_business", "prob_sport", "prob_tech"]].sum(axis=1).round(4).tolist() == [1.0, 1.0]
-    with_titles = model.predict(pd.DataFrame({"pair": ["Cup final", None], "text": ["match goal", "shares profit"]}))
-    assert len(with_titles) == 2, "the title (pair) column is optional and may hold gaps"
+    assert out["error"].isna().all()
+    with_titles = model.predict(pd.DataFrame({"title": ["Cup final", None], "text": ["match goal", "shares profit"]}))
+    assert len(with_titles) == 2, "the title column is optional and may hold gaps"
+    assert with_titles["label"].tolist() == ["sport", "business"]
+    bad = model.predict(pd.DataFrame({"text": ["match goal", "  ", None]}))
+    assert bad["label"].tolist()[1:] == [None, None] and bad["error"].tolist()[1:] == ["empty text", "no text"]
     info = mlflow.models.get_model_info("models:/topic@champion")
     assert info.signature is not None and info.saved_input_example_info is not None

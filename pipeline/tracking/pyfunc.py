@@ -1,11 +1,14 @@
 """The MLflow pyfunc flavour of a trained classifier: `mlflow.pyfunc.load_model(uri).predict(df)`.
 
-Input: a DataFrame with a `text` column (and `pair` for sentence-pair tasks). Output: the
-label, its probability and one `prob_<label>` column per class.
+Input: a DataFrame with a `text` column, optionally `title` and `pair` (the target or claim of a
+pair task). Output: the label, its probability, one `prob_<label>` column per class and `error`
+(why a row got no label), as `pipeline.models.frames.score_frame` gives them: Spark's `spark_udf`
+and `pipeline batch` get the numbers of `pipeline predict`, on the ONNX export where there is one.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +17,7 @@ from typing import Any
 
 from pipeline.core.config import PACKAGE_DIR
 from pipeline.models.card import read_card
+from pipeline.models.frames import score_frame
 from pipeline.models.loading import load_model
 
 PIP_REQUIREMENTS = [
@@ -45,23 +49,12 @@ with _no_type_hint_warnings():
 
     class NewsClassifierModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         def load_context(self, context: Any) -> None:
-            self.classifier = load_model(Path(context.artifacts["model"]))
+            # a Spark Python worker is given OMP_NUM_THREADS = spark.task.cpus: as many threads as its task's cores
+            threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+            self.classifier = load_model(Path(context.artifacts["model"]), threads=threads)
 
         def predict(self, context, model_input, params=None):
-            import pandas as pd
-
-            texts = [str(t) for t in model_input["text"]]
-            pairs = None
-            if "pair" in model_input:
-                pairs = ["" if p is None or p != p else str(p) for p in model_input["pair"]]
-            elif self.classifier.card.pair_column:
-                pairs = [""] * len(texts)  # a pair model with no pair given: an empty first segment, as predict does
-            probs = self.classifier.predict_proba(texts, pairs)
-            labels = self.classifier.labels
-            out = pd.DataFrame({f"prob_{label}": probs[:, i] for i, label in enumerate(labels)})
-            out.insert(0, "score", probs.max(axis=1))
-            out.insert(0, "label", [labels[i] for i in probs.argmax(axis=1)])
-            return out
+            return score_frame(self.classifier, model_input)
 
 
 def log_pyfunc(folder: Path, labels: list[str], registered_name: str | None) -> Any:
@@ -72,12 +65,14 @@ def log_pyfunc(folder: Path, labels: list[str], registered_name: str | None) -> 
     from mlflow.types import ColSpec, Schema, TensorSpec
 
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
-    output = pd.DataFrame({"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}})
-    signature = infer_signature(example, output)
-    if read_card(folder).pair_column:  # the claim, target or title: optional, empty when left out
+    output = pd.DataFrame(
+        {"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}, "error": ["no text"]}
+    )
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "text"), ColSpec("string", "title", required=False)]
+    if read_card(folder).pair_column:  # the claim or target: optional, empty when left out
         example.insert(0, "pair", ["Company profits rise"])
-        inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "pair", required=False), ColSpec("string", "text")]
-        signature = ModelSignature(inputs=Schema(inputs), outputs=signature.outputs)
+        inputs.insert(0, ColSpec("string", "pair", required=False))
+    signature = ModelSignature(inputs=Schema(inputs), outputs=infer_signature(example, output).outputs)
     with _no_type_hint_warnings():
         return mlflow.pyfunc.log_model(
             name="model",
