@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 from test_train_tiny import run_cli
 
-from pipeline.core.config import load_config
 from pipeline.stages.batch import Columns, batch_local, scorers
 
 ARTICLES = [

@@ -256,6 +256,18 @@ def spark_model_uri(ref: str) -> tuple[str, list[str]]:
     return uri, read_card(folder).labels
 
 
+def spark_value(F: Any, struct: str, field: str) -> Any:
+    """A field of spark_udf's result as the local engine writes it: null where a row has no label.
+    MLflow casts a string column holding None to the string "None", and a missing score is NaN."""
+    error = F.col(f"{struct}.error")
+    if field == "error":
+        return F.when(error != "None", error)
+    value = F.col(f"{struct}.`{field}`")
+    if field == "label":
+        return F.when(error.isNull() | (error == "None"), value)
+    return F.when(~F.isnan(value), value)
+
+
 def batch_spark(
     inputs: list[str], output: str, cols: Columns, jobs: list[Scorer], master: str | None, overwrite: bool
 ) -> BatchResult:
@@ -288,10 +300,9 @@ def batch_spark(
         )
         df = df.withColumn(f"__scored{k}", udf(call))
         outputs += [
-            F.col(f"__scored{k}.`{source}`").alias(name) for source, name in named_columns(scorer, labels).items()
+            spark_value(F, f"__scored{k}", source).alias(name) for source, name in named_columns(scorer, labels).items()
         ]
-    last = f"__scored{len(jobs) - 1}"
-    labelled = df.select(*outputs, F.col(f"{last}.error").alias("error"))
+    labelled = df.select(*outputs, spark_value(F, f"__scored{len(jobs) - 1}", "error").alias("error"))
     if URI.match(output) or not is_local(spark):
         labelled.write.mode("overwrite" if overwrite else "errorifexists").parquet(output)
         written = spark.read.parquet(output)
