@@ -89,14 +89,29 @@ def train(
             help="Continue this config's interrupted training after its last complete epoch, in the same MLflow run.",
         ),
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="local: this process (or torchrun's); spark: TorchDistributor's processes.")
+    ] = "local",
+    num_processes: Annotated[int, typer.Option(min=1, help="Data-parallel processes with --engine spark.")] = 2,
+    spark_master: Annotated[
+        str | None, typer.Option(help="Spark master (default: spark-submit's, else local[*]).")
+    ] = None,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
     from pipeline.stages.train import train as run_train
     from pipeline.tracking.store import store_errors
 
     cfg = _config(config or (_default_zeroshot_config() if pseudo_labels else None), set_, profile)
+    if engine not in ("local", "spark"):
+        raise PipelineError(f"--engine {engine!r}: choose local or spark")
+    options = {"register": register, "pseudo_labels": pseudo_labels, "resume": resume}
     try:
-        r = run_train(cfg, register=register, pseudo_labels=pseudo_labels, resume=resume)
+        if engine == "spark":
+            from pipeline.stages.spark import train_on_spark
+
+            r = train_on_spark(cfg, num_processes, spark_master, options)
+        else:
+            r = run_train(cfg, **options)
     except store_errors() as err:
         from pipeline.core.config import resolve_path
 
@@ -376,6 +391,31 @@ def batch(
     typer.echo(
         f"{r.rows} rows labelled ({r.errors} with an error) in {r.seconds:.1f} s, {r.rows_per_s:.1f} rows/s: {r.output}"
     )
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    target_model: Annotated[
+        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion, if any).")
+    ] = None,
+    claim_model: Annotated[
+        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion, if any).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (this machine only by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Larger request bodies get a 413.")] = 2_000_000,
+    max_records: Annotated[int, typer.Option(min=1, help="Records in one request, at most.")] = 256,
+) -> None:
+    """An HTTP service on MLflow's scoring protocol: POST /invocations, GET /health."""
+    from pipeline.stages.serve import ServeSettings, load_models
+    from pipeline.stages.serve import serve as run_serve
+
+    cfg = _config(config, set_)
+    models = load_models(cfg, model, target_model, claim_model)
+    run_serve(models, ServeSettings(host, port, max_body_bytes, max_records))
 
 
 @app.command()

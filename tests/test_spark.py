@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 from test_batch import ARTICLES, table, values
+from test_train_tiny import run_cli
 
 from pipeline.stages.batch import Columns, batch_local, batch_spark, scorers
 
@@ -76,3 +77,22 @@ def test_a_killed_python_worker_is_retried_and_no_row_is_written_twice(trained, 
     out = pd.read_parquet(tmp_path / "out")
     assert r.rows == 400 and len(out) == 400 and out["id"].is_unique
     assert set(out["topic_label"]) == {"sport", "business", "tech"}
+
+
+def test_torch_distributor_trains_one_model_in_two_processes_and_logs_one_run(home, tiny_model_dir):
+    import mlflow
+    from conftest import make_config, synthetic_rows, write_csv
+
+    source = write_csv(home / "news.csv", synthetic_rows(30))
+    config = make_config(home, tiny_model_dir, source, train__epochs=2, train__batch_size=10, train__learning_rate=2e-2)
+    done = run_cli(
+        home, "train", "-c", str(config), "--engine", "spark", "--num-processes", "2", "--spark-master", "local[2]"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best epoch") == 1 and done.stdout.count("test: macro-F1") == 1
+    [run] = mlflow.search_runs(experiment_names=["topic"]).to_dict("records")
+    assert run["tags.processes"] == "2"
+    assert run["metrics.test_macro_f1"] > 0.5, run["metrics.test_macro_f1"]  # chance is 0.33
+    [version] = mlflow.MlflowClient().search_model_versions("name='topic'")
+    assert str(version.version) == "1"
+    assert (home / "model" / "pipeline.json").is_file()

@@ -67,3 +67,28 @@ def spark_session(master: str | None, app_name: str = "pipeline") -> Any:
 
 def is_local(spark: Any) -> bool:
     return str(spark.sparkContext.master).startswith("local")
+
+
+def train_process(cfg: Any, options: dict[str, Any]) -> Any:
+    """One process of a TorchDistributor training: the data-parallel `train()` that torchrun also runs
+    (accelerate reads the rank and world size TorchDistributor sets)."""
+    from pipeline.stages.train import train
+
+    return train(cfg, show_progress=False, **options)
+
+
+def train_on_spark(cfg: Any, num_processes: int, master: str | None, options: dict[str, Any]) -> Any:
+    """`train()` in `num_processes` processes through Spark's TorchDistributor: on the driver in local
+    mode (`local[N]`), else as barrier tasks on the executors; returns the main process's result."""
+    from pipeline.models.runtime import gpu_present
+
+    spark = spark_session(master, app_name=f"pipeline train {cfg.task}")
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    distributor = TorchDistributor(num_processes=num_processes, local_mode=is_local(spark), use_gpu=gpu_present())
+    try:
+        return distributor.run(train_process, cfg, options)
+    except RuntimeError as err:
+        if isinstance(err.__cause__, PipelineError) or "PipelineError" in str(err):
+            raise PipelineError(str(err).strip().splitlines()[-1]) from None
+        raise
