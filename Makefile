@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install train train-topic train-stance train-stance-full train-target-stance zeroshot selftrain evaluate predict bench test test-fast lint format ui clean
+.PHONY: install install-spark serve train train-topic train-stance train-stance-full train-target-stance zeroshot selftrain evaluate predict bench test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Spark for `pipeline batch --engine spark` and `pipeline train --engine spark`: Debian's Java 17, pyspark into .venv
+install-spark: $(VENV)/.installed-spark
+
+$(VENV)/.installed-spark: $(VENV)/.installed
+	@command -v java >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }; \
+		else sudo apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; fi; }
+	$(BIN)/pip install --quiet --no-build-isolation -e ".[spark]"
 	@touch $@
 
 # every task: prepare the data, fit the TF-IDF baseline, fine-tune, evaluate on test, log and register;
@@ -58,6 +68,10 @@ evaluate: install
 
 predict: install
 	$(BIN)/pipeline predict seeds/000_6abd9dfd733c7055.txt
+
+# the HTTP service on 127.0.0.1:5001 (POST /invocations, GET /health)
+serve: install
+	$(BIN)/pipeline serve
 
 # predict speed against transformers.pipeline (batch 1 and 16) on the topic test split, one process
 bench: install

@@ -370,6 +370,9 @@ def batch(
         bool, typer.Option(help="Replace an existing output (swapped in once the new one is whole).")
     ] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and labelled at a time (local engine).")] = 1024,
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Spark tasks to label in (default: the input's, at least one a core).")
+    ] = None,
 ) -> None:
     """Label a table of articles into Parquet: topic label, score and class probabilities, stance when asked."""
     from pipeline.stages.batch import Columns, batch_local, batch_spark, check_output, scorers
@@ -387,7 +390,7 @@ def batch(
     if engine == "local":
         r = batch_local(inputs, output, cols, jobs, cfg.runtime, chunk_rows, sys.stderr.isatty())
     else:
-        r = batch_spark(inputs, output, cols, jobs, spark_master, overwrite)
+        r = batch_spark(inputs, output, cols, jobs, spark_master, overwrite, partitions)
     typer.echo(
         f"{r.rows} rows labelled ({r.errors} with an error) in {r.seconds:.1f} s, {r.rows_per_s:.1f} rows/s: {r.output}"
     )

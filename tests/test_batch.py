@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from test_train_tiny import run_cli
 
+from pipeline.core.errors import PipelineError
 from pipeline.stages.batch import Columns, batch_local, scorers
 
 ARTICLES = [
@@ -122,3 +123,15 @@ def test_bad_batch_arguments_are_one_line_errors(trained, shared_home, tmp_path,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_every_target_and_claim_gets_its_own_columns():
+    jobs = scorers("topic", None, "topic", ["European Union", "Boris Johnson"], None, ["Taxes rise"], "models:/s/1")
+    assert [(j.prefix, j.model_ref, j.pair) for j in jobs] == [
+        ("topic", "models:/topic@champion", None),
+        ("stance_european_union", "models:/target_stance@champion", "European Union"),
+        ("stance_boris_johnson", "models:/target_stance@champion", "Boris Johnson"),
+        ("claim1", "models:/s/1", "Taxes rise"),
+    ]
+    with pytest.raises(PipelineError, match="stance_eu_"):
+        scorers("topic", None, "topic", ["EU", "eu"], None, [], None)

@@ -269,7 +269,13 @@ def spark_value(F: Any, struct: str, field: str) -> Any:
 
 
 def batch_spark(
-    inputs: list[str], output: str, cols: Columns, jobs: list[Scorer], master: str | None, overwrite: bool
+    inputs: list[str],
+    output: str,
+    cols: Columns,
+    jobs: list[Scorer],
+    master: str | None,
+    overwrite: bool,
+    partitions: int | None = None,
 ) -> BatchResult:
     """The Spark engine: every scorer a `spark_udf` over the registered pyfunc model."""
     from pipeline.stages.spark import is_local, spark_session
@@ -281,8 +287,9 @@ def batch_spark(
     start = time.perf_counter()
     df = read_spark(spark, inputs)
     cols = check_columns(list(df.columns), cols, ", ".join(inputs))
-    if df.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:  # one file: still every core
-        df = df.repartition(spark.sparkContext.defaultParallelism)
+    # round-robin into at least one partition a core: Parquet splits by row group, so a small file can land
+    # in one task whatever its size; labelling costs far more than the shuffle
+    df = df.repartition(partitions or max(df.rdd.getNumPartitions(), spark.sparkContext.defaultParallelism))
     article = F.struct(
         F.col(cols.text).cast("string").alias("text"),
         (F.col(cols.title).cast("string") if cols.title else F.lit(None).cast("string")).alias("title"),
