@@ -37,6 +37,13 @@ DataOpt = Annotated[
 ]
 TextColumnOpt = Annotated[str, typer.Option(help="Text column(s), comma-separated, joined.")]
 LabelColumnOpt = Annotated[str, typer.Option(help="Gold label column.")]
+TargetModelOpt = Annotated[
+    str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion, where registered).")
+]
+ClaimModelOpt = Annotated[
+    str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion, where registered).")
+]
+SparkMasterOpt = Annotated[str | None, typer.Option(help="Spark master (default: spark-submit's, else local[*]).")]
 LabelMapOpt = Annotated[str | None, typer.Option(help="Map data labels to model labels: a=x,b=y.")]
 
 
@@ -93,9 +100,7 @@ def train(
         str, typer.Option(help="local: this process (or torchrun's); spark: TorchDistributor's processes.")
     ] = "local",
     num_processes: Annotated[int, typer.Option(min=1, help="Data-parallel processes with --engine spark.")] = 2,
-    spark_master: Annotated[
-        str | None, typer.Option(help="Spark master (default: spark-submit's, else local[*]).")
-    ] = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
     from pipeline.stages.train import train as run_train
@@ -290,12 +295,8 @@ def predict(
             "--zero-shot", help="Topic by the zero-shot classifier of the config (default configs/zeroshot_topic.yaml)."
         ),
     ] = False,
-    target_model: Annotated[
-        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion).")
-    ] = None,
-    claim_model: Annotated[
-        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion).")
-    ] = None,
+    target_model: TargetModelOpt = None,
+    claim_model: ClaimModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Label articles with the registered champion model; `--claim` adds the stance toward each claim."""
@@ -357,15 +358,9 @@ def batch(
     claim: Annotated[
         list[str] | None, typer.Option("--claim", help="Add the stance toward this claim (repeatable).")
     ] = None,
-    target_model: Annotated[
-        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion).")
-    ] = None,
-    claim_model: Annotated[
-        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion).")
-    ] = None,
-    spark_master: Annotated[
-        str | None, typer.Option(help="Spark master (default: spark-submit's, else local[*]).")
-    ] = None,
+    target_model: TargetModelOpt = None,
+    claim_model: ClaimModelOpt = None,
+    spark_master: SparkMasterOpt = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing output (swapped in once the new one is whole).")
     ] = False,
@@ -401,12 +396,8 @@ def serve(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
-    target_model: Annotated[
-        str | None, typer.Option(help="Target-stance model (default: models:/target_stance@champion, if any).")
-    ] = None,
-    claim_model: Annotated[
-        str | None, typer.Option(help="Claim-stance model (default: models:/stance@champion, if any).")
-    ] = None,
+    target_model: TargetModelOpt = None,
+    claim_model: ClaimModelOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (this machine only by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Larger request bodies get a 413.")] = 2_000_000,
