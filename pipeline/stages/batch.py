@@ -312,11 +312,10 @@ def batch_spark(
     labelled = df.select(*outputs, spark_value(F, f"__scored{len(jobs) - 1}", "error").alias("error"))
     if URI.match(output) or not is_local(spark):
         labelled.write.mode("overwrite" if overwrite else "errorifexists").parquet(output)
-        written = spark.read.parquet(output)
     else:
         with atomic_dir(Path(output)) as tmp:
             labelled.write.mode("overwrite").parquet(str(tmp))
-        written = spark.read.parquet(output)
-    rows = written.count()
-    errors = written.where(F.col("error").isNotNull()).count()
+    # what was committed, counted in one job over the written files
+    counts = spark.read.parquet(output).agg(F.count(F.lit(1)), F.count("error")).first()
+    rows, errors = int(counts[0]), int(counts[1])
     return BatchResult(output, "spark", rows, errors, time.perf_counter() - start)
