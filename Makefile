@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install install-spark serve train train-topic train-stance train-stance-full train-target-stance zeroshot selftrain evaluate predict bench test test-fast lint format ui clean
+.PHONY: install install-spark serve train train-topic train-stance train-stance-full train-target-stance train-reuters zeroshot selftrain evaluate predict bench test test-fast lint format ui clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,13 @@ train-target-stance: install
 	$(BIN)/pipeline baseline -c configs/target_stance.yaml
 	$(BIN)/pipeline train -c configs/target_stance.yaml
 	$(BIN)/pipeline export --onnx -c configs/target_stance.yaml
+
+# multi-label topic (Reuters-21578 ApteMod, 90 categories), registered as reuters
+train-reuters: install
+	$(BIN)/pipeline prepare -c configs/reuters.yaml
+	$(BIN)/pipeline baseline -c configs/reuters.yaml
+	$(BIN)/pipeline train -c configs/reuters.yaml
+	$(BIN)/pipeline export --onnx --int8 -c configs/reuters.yaml || $(BIN)/pipeline export --onnx -c configs/reuters.yaml
 
 evaluate: install
 	$(BIN)/pipeline evaluate

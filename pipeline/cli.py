@@ -57,6 +57,60 @@ def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
 
+def _column_list(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text is not None else None
+
+
+@app.command()
+def init(
+    data: Annotated[Path, typer.Argument(help="Labelled csv, csv.gz, jsonl, jsonl.gz or parquet file.")],
+    task: Annotated[str, typer.Option(help="Name of the new task (a-z, 0-9, _): its config, model and MLflow names.")],
+    text_column: TextColumnOpt = "text",
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (multi-label: labels joined by --label-separator).")
+    ] = None,
+    pair_column: Annotated[
+        str | None, typer.Option(help="Column read first in every window: a title, claim or target.")
+    ] = None,
+    multi_label: Annotated[bool, typer.Option("--multi-label", help="An article may have several labels.")] = False,
+    label_separator: Annotated[
+        str | None, typer.Option(help="With --multi-label: what separates a cell's labels (default: a space).")
+    ] = None,
+    label_columns: Annotated[
+        str | None, typer.Option(help="Multi-label as 0/1 columns, one a label, comma-separated (no --label-column).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Config file to write (default: configs/TASK.yaml).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing config file.")] = False,
+) -> None:
+    """Write a complete, commented config for a new task from a labelled file (then train, predict)."""
+    from pipeline.stages.init import init_config
+
+    r = init_config(
+        data,
+        task,
+        _column_list(text_column) or [],
+        label_column,
+        pair_column,
+        multi_label,
+        label_separator,
+        _column_list(label_columns),
+        output,
+        force,
+    )
+    for warning in r.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    w = r.windows
+    typer.echo(f"wrote {r.path}: {r.rows} rows, {len(r.label_counts)} labels")
+    typer.echo("  articles per label: " + ", ".join(f"{label} {n}" for label, n in r.label_counts.items()))
+    typer.echo(
+        f"  tokens median {w.median:.0f}, p90 {w.p90:.0f}, max {w.max}, {w.share_over_window:.0%} over the window: "
+        f"max_length {w.max_length}, stride {w.stride}, max_windows {w.max_windows}"
+    )
+    typer.echo("next:")
+    for command in r.commands:
+        typer.echo(f"  {command}")
+
+
 @app.command()
 def prepare(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt = None, force: bool = False) -> None:
     """Clean, deduplicate and split the data source; write a DatasetDict and a data card."""
@@ -198,7 +252,12 @@ def evaluate(
         sets = extra_test_data(cfg, on)
     elif data is not None:
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
-        sets = [load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)]
+        separator = cfg.data.label_separator or " " if cfg.data.multi_label else None  # the task's own cells
+        sets = [
+            load_eval_file(
+                data, columns, label_column, parse_label_map(label_map), pair_column, label_separator=separator
+            )
+        ]
     else:
         sets = extra_test_data(cfg) if unseen_targets else [prepared_test_data(cfg)]
     if unseen_targets:
@@ -262,7 +321,14 @@ def _default_zeroshot_config() -> Path:
 
 
 def _print_evaluation(m: dict[str, Any], data_name: str, model: str) -> None:
-    typer.echo(f"{model} on {data_name} (n={m['n']}): macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}")
+    if m.get("multi_label"):
+        typer.echo(
+            f"{model} on {data_name} (n={m['n']}): micro-F1 {m['micro_f1']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+            f"samples-F1 {m['samples_f1']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, "
+            f"Hamming loss {m['hamming_loss']:.4f}, labels an article {m['label_cardinality']:.2f}"
+        )
+    else:
+        typer.echo(f"{model} on {data_name} (n={m['n']}): macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}")
     if "fnc_score" in m:
         typer.echo(f"  FNC-1 relative score {m['fnc_score']:.2f}")
     for label, row in m["per_class"].items():
@@ -415,13 +481,14 @@ def serve(
 @app.command()
 def runs(
     task: Annotated[str | None, typer.Option(help="Only the runs of this task (topic, stance, ...).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Only the runs of this config's task.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """The runs of every task, newest first: model, data digest, test macro-F1, duration, alias."""
     from pipeline.stages.runs import list_runs, render_runs
 
-    rows = list_runs(task, limit)
+    rows = list_runs(_config(config, None).task if config is not None else task, limit)
     if as_json:
         for row in rows:
             _echo_json(row)
@@ -433,7 +500,7 @@ def runs(
 
 @app.command()
 def promote(
-    task: Annotated[str, typer.Argument(help="The task: its config is configs/TASK.yaml.")],
+    task: Annotated[str | None, typer.Argument(help="The task: its config is configs/TASK.yaml (or give -c).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Compare only; never move the alias.")] = False,
@@ -446,7 +513,9 @@ def promote(
     from pipeline.core.config import default_config_path
     from pipeline.stages.runs import promote as run_promote
 
-    r = run_promote(_config(config or default_config_path(task), set_), dry_run=dry_run)
+    if task is None and config is None:
+        raise PipelineError("name the task (pipeline promote topic) or its config (-c configs/NAME.yaml)")
+    r = run_promote(_config(config or default_config_path(task or ""), set_), dry_run=dry_run)
     if as_json:
         _echo_json(asdict(r))
         return

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,14 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def run_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`pipeline ARGS` in a new process, in `home` with its own MLflow store."""
+    env = {**os.environ, "PIPELINE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, input=stdin, timeout=300
+    )
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:

@@ -1,13 +1,9 @@
 """Train -> evaluate -> predict on a tiny random BERT: the MLflow run, the registry, the outputs."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import make_config, synthetic_rows, write_csv
+from conftest import make_config, run_cli, synthetic_rows, write_csv
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
@@ -103,13 +99,6 @@ def test_alias_goes_to_the_better_model_on_validation(home):
     assert registry.assign_alias("m", versions[2], 0.85) == "champion"
     assert c.get_model_version_by_alias("m", "champion").version == versions[2]
     assert c.get_model_version_by_alias("m", "challenger").version == versions[1]
-
-
-def run_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIPELINE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, input=stdin, timeout=300
-    )
 
 
 def test_cli_json_outputs(trained, shared_home):

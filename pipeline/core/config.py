@@ -77,8 +77,11 @@ class DataConfig(Strict):
     test: TestSourceConfig | None
     text_columns: list[str] = Field(min_length=1)
     pair_column: str | None
-    label_column: str
+    label_column: str | None  # null: multi-label as 0/1 columns (label_columns)
     label_map: dict[str, str] | None
+    multi_label: bool  # an article may have several labels (or none of the 0/1 columns set)
+    label_separator: str | None  # multi-label in one column: what separates the labels of a cell
+    label_columns: list[str] | None  # multi-label as one 0/1 column a label, named like the label
     split_column: str | None
     split_names: dict[Literal["train", "validation", "test"], str]
     split_fractions: dict[Literal["validation", "test"], float]
@@ -91,6 +94,16 @@ class DataConfig(Strict):
     prepared_dir: str
     extra_train: list[EvalSetConfig]
     extra_tests: list[EvalSetConfig]
+
+    @model_validator(mode="after")
+    def _labels_given_once(self) -> DataConfig:
+        if (self.label_column is None) == (self.label_columns is None):
+            raise ValueError("give exactly one of data.label_column and data.label_columns")
+        if self.label_columns is not None and not self.multi_label:
+            raise ValueError("data.label_columns (0/1 columns) needs data.multi_label: true")
+        if self.multi_label and self.label_column is not None and not self.label_separator:
+            raise ValueError("data.multi_label with data.label_column needs data.label_separator")
+        return self
 
 
 class ModelConfig(Strict):
@@ -139,6 +152,7 @@ class TrainConfig(Strict):
     class_bias: bool  # per-class offsets fitted on validation for macro-F1, applied wherever the model predicts
     article_bias_set: str | None  # a data.extra_tests set of articles: offsets for texts over one window fitted on it
     fast_paths: bool  # pipeline/fast_bert.py: [CLS]-only last layer, torch.rand dropout masks on CPU
+    thresholds: Literal["fixed", "global", "per_label"]  # multi-label: 0.5, or fitted on validation
 
     @model_validator(mode="after")
     def _stride_fits(self) -> TrainConfig:
@@ -158,7 +172,7 @@ class BaselineConfig(Strict):
     max_features: int = Field(ge=1)
     ngram_max: int = Field(ge=1, le=3)
     c_grid: list[float] = Field(min_length=1)
-    solver: Literal["lbfgs", "saga"]
+    solver: Literal["lbfgs", "saga", "liblinear"]
 
 
 class MlflowConfig(Strict):
@@ -218,6 +232,23 @@ class Config(Strict):
             raise ValueError(
                 f"train.article_bias_set {name!r} is not a data.extra_tests set ({', '.join(known) or 'none'})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _multi_label_fits(self) -> Config:
+        if not self.data.multi_label:
+            return self
+        single_only = {
+            "model.gate_label": self.model.gate_label is not None,
+            "model.tfidf_first": self.model.tfidf_first,
+            "train.class_bias": self.train.class_bias,
+            "train.article_bias_set": self.train.article_bias_set is not None,
+            "zeroshot": self.zeroshot is not None,
+            "data.extra_train": bool(self.data.extra_train),
+            "data.extra_tests": bool(self.data.extra_tests),
+        }
+        if set_keys := [k for k, on in single_only.items() if on]:
+            raise ValueError(f"data.multi_label: {', '.join(set_keys)} work on single-label tasks only")
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
 """Labelled tables outside the prepared splits: a user's file (`evaluate --data`), the config's extra test and
-training sets, label maps, and label-stratified samples."""
+training sets, label maps, label-stratified samples, and the label sets of multi-label tasks."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class EvalData:
     name: str
     pairs: list[str] | None = None
     digest: str | None = None  # the prepared data's content digest, when the rows come from it
+    label_sets: list[list[str]] | None = None  # multi-label: each row's labels (`labels` then shows them joined)
 
     def subset(self, rows: list[int] | np.ndarray, name: str | None = None) -> EvalData:
         return EvalData(
@@ -29,7 +30,30 @@ class EvalData:
             self.source,
             name or self.name,
             [self.pairs[i] for i in rows] if self.pairs is not None else None,
+            label_sets=[self.label_sets[i] for i in rows] if self.label_sets is not None else None,
         )
+
+
+def split_labels(cell: str, separator: str, label_map: dict[str, str]) -> list[str]:
+    """The labels of one multi-label cell, mapped, in order, each once."""
+    parts = [label_map.get(p.strip(), p.strip()) for p in cell.split(separator)]
+    return list(dict.fromkeys(p for p in parts if p))
+
+
+def multi_hot(index_lists: list[list[int]], k: int) -> np.ndarray:
+    y = np.zeros((len(index_lists), k), dtype=np.int8)
+    for row, indices in enumerate(index_lists):
+        y[row, indices] = 1
+    return y
+
+
+def gold_targets(data: EvalData, model_labels: list[str]) -> np.ndarray:
+    """What metrics compare against: label indices, or a 0/1 matrix for a multi-label set."""
+    if data.label_sets is None:
+        return label_indices(data.labels, model_labels)
+    label_indices([label for labels in data.label_sets for label in labels], model_labels)  # unknown ones fail
+    index = {label: i for i, label in enumerate(model_labels)}
+    return multi_hot([[index[label] for label in labels] for labels in data.label_sets], len(model_labels))
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:
@@ -52,16 +76,20 @@ def load_eval_file(
     pair_column: str | None = None,
     where: dict[str, list[str]] | None = None,
     name: str | None = None,
+    label_separator: str | None = None,
 ) -> EvalData:
+    """A labelled file; with `label_separator`, each label cell holds several labels (multi-label)."""
     df = read_table(path, [*text_columns, label_column, *([pair_column] if pair_column else [])])
     df = filter_rows(df, where, path)
     texts = join_text_columns(df, text_columns)
     pairs = join_text_columns(df, [pair_column]) if pair_column else None
-    labels = [label_map.get(s, s) for s in df[label_column].astype("string").fillna("").str.strip()]
+    cells = list(df[label_column].astype("string").fillna("").str.strip())
+    sets = [split_labels(c, label_separator, label_map) for c in cells] if label_separator is not None else None
+    labels = [", ".join(s) for s in sets] if sets is not None else [label_map.get(c, c) for c in cells]
     keep = [i for i, (t, y) in enumerate(zip(texts, labels, strict=True)) if t and y]
     if not keep:
         raise PipelineError(f"no rows with both text and label in {path}")
-    return EvalData(texts, labels, str(path), name or path.name, pairs).subset(keep)
+    return EvalData(texts, labels, str(path), name or path.name, pairs, label_sets=sets).subset(keep)
 
 
 def extra_test_data(cfg: Config, name: str | None = None) -> list[EvalData]:

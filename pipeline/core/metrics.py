@@ -3,6 +3,11 @@
 Beyond accuracy and F1, every scored split gets what needs class probabilities: log-loss,
 per-class ROC-AUC and PR-AUC, expected calibration error with a reliability diagram, and a
 bootstrap 95% interval for macro-F1. Temperature scaling (fitted on validation) lives here too.
+
+Multi-label tasks pass gold labels as a 0/1 matrix (articles × labels) and per-label probabilities:
+`compute_metrics` then gives micro-, macro- and samples-F1, subset accuracy, Hamming loss and label
+cardinality (scikit-learn), with the labels chosen by per-label thresholds (`label_sets`), fitted on
+validation by `fit_thresholds`.
 """
 
 from __future__ import annotations
@@ -112,8 +117,13 @@ def _per_class_auc(y_true: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[
     return roc, pr
 
 
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Every metric of one scored split; FNC-1's score when the labels are FNC-1's."""
+def compute_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds: list[float] | None = None
+) -> dict[str, Any]:
+    """Every metric of one scored split; FNC-1's score when the labels are FNC-1's. A 0/1 matrix
+    `y_true` is a multi-label split, its labels chosen at `thresholds` (default 0.5)."""
+    if y_true.ndim == 2:
+        return multilabel_metrics(y_true, probs, labels, thresholds)
     from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
     k = len(labels)
@@ -160,11 +170,13 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 
 def fit_temperature(probs_at: Callable[[float], np.ndarray], y_true: np.ndarray) -> float:
     """The temperature T whose probabilities `probs_at(T)` (softmax of logits / T, however a model
-    combines them) have the lowest log-loss on `y_true` (Guo et al., 2017)."""
+    combines them; sigmoids for a multi-label `y_true`) have the lowest log-loss on `y_true` (Guo et al., 2017)."""
     from scipy.optimize import minimize_scalar
 
     def nll(log_t: float) -> float:
         probs = probs_at(float(np.exp(log_t)))
+        if y_true.ndim == 2:
+            return binary_log_loss(y_true, probs)
         return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean())
 
     found = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-3})
@@ -199,3 +211,157 @@ def fit_class_bias(probs: np.ndarray, y_true: np.ndarray, rounds: int = 3) -> np
         if not moved:
             break
     return bias
+
+
+# --- multi-label --------------------------------------------------------------------------------
+
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
+
+
+def binary_log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean binary cross-entropy over every (article, label)."""
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    return float(-(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean())
+
+
+def label_sets(probs: np.ndarray, thresholds: list[float] | np.ndarray | None) -> np.ndarray:
+    """The labels chosen for each article (0/1, articles × labels): every label at or above its
+    threshold, and an article with none gets its single most likely label."""
+    at = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else np.full(probs.shape[1], 0.5)
+    chosen = probs >= at[None, :]
+    none = ~chosen.any(axis=1)
+    chosen[np.flatnonzero(none), probs[none].argmax(axis=1)] = True
+    return chosen.astype(np.int8)
+
+
+def _label_f1(y_true: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    tp = (y_true & chosen).sum(axis=0)
+    denominator = y_true.sum(axis=0) + chosen.sum(axis=0)
+    return np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+
+
+def fit_thresholds(probs: np.ndarray, y_true: np.ndarray, how: str) -> list[float]:
+    """Per-label thresholds fitted on (validation) rows: `fixed` 0.5; `global` the one threshold with the
+    best micro-F1; `per_label` then, label by label, the threshold with a better F1 of that label than the
+    global one (ties keep the global). Macro-F1 weighs rare labels alike, and their probabilities run low."""
+    from sklearn.metrics import f1_score
+
+    k = probs.shape[1]
+    if how == "fixed":
+        return [0.5] * k
+    y = y_true.astype(bool)
+    micro = {t: f1_score(y, label_sets(probs, [t] * k), average="micro", zero_division=0) for t in THRESHOLD_GRID}
+    best = max(THRESHOLD_GRID, key=lambda t: (micro[t], -abs(t - 0.5)))
+    thresholds = [best] * k
+    if how == "per_label":
+        base = _label_f1(y, probs >= best)
+        for j in np.flatnonzero(y.any(axis=0)):  # a label absent from validation keeps the global threshold
+            scores = {t: _label_f1(y[:, [j]], probs[:, [j]] >= t)[0] for t in THRESHOLD_GRID}
+            top = max(THRESHOLD_GRID, key=lambda t: (scores[t], -abs(t - best)))
+            if scores[top] > base[j] + 1e-9:
+                thresholds[j] = top
+    return [float(t) for t in thresholds]
+
+
+def bootstrap_label_macro_f1(y_true: np.ndarray, chosen: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of multi-label macro-F1 over resamples of the articles."""
+    if len(y_true) == 0:
+        return float("nan"), float("nan")
+    idx = resample_indices(len(y_true))
+    y, c = y_true.astype(bool), chosen.astype(bool)
+    tp, total = (y & c).astype(np.int32), y.astype(np.int32) + c.astype(np.int32)
+    scores = []
+    for i in range(0, len(idx), 50):
+        part = idx[i : i + 50]
+        tps, totals = tp[part].sum(axis=1), total[part].sum(axis=1)  # [b, k]
+        f1 = np.divide(2 * tps, totals, out=np.zeros(tps.shape), where=totals > 0)
+        scores.append(f1.mean(axis=1))
+    low, high = np.percentile(np.concatenate(scores), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def binary_calibration_bins(
+    y_true: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """Reliability of every (article, label) probability: per bin, mean probability and share of gold labels."""
+    p, y = probs.ravel(), y_true.ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        out.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "n": n,
+                "confidence": float(p[mask].mean()) if n else float("nan"),
+                "accuracy": float(y[mask].mean()) if n else float("nan"),
+            }
+        )
+    return out
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds: list[float] | None
+) -> dict[str, Any]:
+    """Every metric of one multi-label split (scikit-learn's definitions)."""
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
+
+    y = y_true.astype(np.int8)
+    chosen = label_sets(probs, thresholds)
+    p, r, f, s = precision_recall_fscore_support(y, chosen, zero_division=0)
+    roc, pr = _per_label_auc(y, probs)
+    bins = binary_calibration_bins(y, probs)
+    empty = len(y) == 0
+
+    def f1(average: str) -> float:
+        return float("nan") if empty else float(f1_score(y, chosen, average=average, zero_division=0))
+
+    return {
+        "multi_label": True,
+        "n": len(y),
+        "accuracy": float("nan") if empty else float(accuracy_score(y, chosen)),  # subset accuracy
+        "subset_accuracy": float("nan") if empty else float(accuracy_score(y, chosen)),
+        "micro_f1": f1("micro"),
+        "macro_f1": f1("macro"),
+        "samples_f1": f1("samples"),
+        "weighted_f1": f1("weighted"),
+        "macro_f1_ci95": list(bootstrap_label_macro_f1(y, chosen)),
+        "hamming_loss": float("nan") if empty else float(hamming_loss(y, chosen)),
+        "label_cardinality": float(y.sum(axis=1).mean()) if not empty else float("nan"),
+        "predicted_label_cardinality": float(chosen.sum(axis=1).mean()) if not empty else float("nan"),
+        "log_loss": float("nan") if empty else binary_log_loss(y, probs),
+        "ece": expected_calibration_error(bins),
+        "per_class": {
+            label: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+                "roc_auc": roc[i],
+                "pr_auc": pr[i],
+            }
+            for i, label in enumerate(labels)
+        },
+        "thresholds": [float(t) for t in (thresholds if thresholds is not None else [0.5] * len(labels))],
+        "calibration_bins": bins,
+        "labels": labels,
+    }
+
+
+def _per_label_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    roc: list[float | None] = []
+    pr: list[float | None] = []
+    for j in range(y_true.shape[1]):
+        positive = y_true[:, j] == 1
+        if positive.all() or not positive.any():
+            roc.append(None)
+            pr.append(None)
+            continue
+        roc.append(float(roc_auc_score(positive, probs[:, j])))
+        pr.append(float(average_precision_score(positive, probs[:, j])))
+    return roc, pr

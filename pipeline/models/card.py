@@ -34,6 +34,8 @@ class DecisionCard(_Card):
 
     combine: Combine
     temperature: float = 1.0
+    multi_label: bool = False  # sigmoid per label; an article gets every label at or above its threshold
+    thresholds: list[float] | None = None  # multi-label: per label, fitted on validation (None: 0.5)
     gate_label: str | None = None  # two-stage: the relatedness gate (gate.json) decides this label first
     tfidf_blend: tuple[float, float] | None = None  # stacking weights (transformer, TF-IDF); the TF-IDF files beside
     tfidf_first: float | None = None  # where the TF-IDF model is this sure it answers alone (set by export)
@@ -72,6 +74,10 @@ class ModelCard(_Card):
     @property
     def is_zeroshot(self) -> bool:
         return self.kind != FINETUNED
+
+    @property
+    def multi_label(self) -> bool:
+        return self.decision.multi_label
 
 
 def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,9 @@ built from the model card, does the rest, in this order:
 3. the gate's and the transformer's probabilities joined, or the TF-IDF blend stacked on;
 4. per-class offsets (`class_bias`), and offsets for texts longer than one window (`article_bias`).
 
+A multi-label model (`multi_label`) reads its logits through a sigmoid a label instead of a softmax,
+blends per label, and `chosen` gives each text every label at or above its threshold (at least one).
+
 Torch, ONNX, the MLflow pyfunc, evaluate and train's own scoring all call it.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.metrics import label_sets
 from pipeline.models.card import DecisionCard, ModelCard
 from pipeline.models.gate import RelatednessGate, combine_gate
 from pipeline.models.tfidf import TfidfModel, log_clipped, stack, tfidf_texts
@@ -35,20 +39,27 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
-def combine_windows(logits: np.ndarray, owner: list[int], n_articles: int, how: str) -> np.ndarray:
-    """Per-article class probabilities from per-window logits."""
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
+def combine_windows(
+    logits: np.ndarray, owner: list[int], n_articles: int, how: str, multi_label: bool = False
+) -> np.ndarray:
+    """Per-article class probabilities from per-window logits (per-label sigmoids when `multi_label`)."""
     owners = np.asarray(owner)
     probs = np.zeros((n_articles, logits.shape[1]), dtype=np.float64)
+    activation = sigmoid if multi_label else softmax
     for article in range(n_articles):
         rows = logits[owners == article]
         if how == "first":
-            probs[article] = softmax(rows[0])
+            probs[article] = activation(rows[0])
         elif how == "mean_logits":
-            probs[article] = softmax(rows.mean(axis=0))
+            probs[article] = activation(rows.mean(axis=0))
         elif how == "max_logits":
-            probs[article] = softmax(rows.max(axis=0))
+            probs[article] = activation(rows.max(axis=0))
         elif how == "mean_probs":
-            probs[article] = softmax(rows).mean(axis=0)
+            probs[article] = activation(rows).mean(axis=0)
         else:
             raise PipelineError(f"unknown window combination {how!r} ({', '.join(COMBINE_METHODS)})")
     return probs
@@ -99,6 +110,8 @@ class Decision:
     tfidf_first: float | None = None
     class_bias: list[float] | None = None
     article_bias: list[float] | None = None
+    multi_label: bool = False
+    thresholds: list[float] | None = None  # multi-label: per label (None: 0.5)
 
     @classmethod
     def from_card(cls, card: ModelCard, folder: Path) -> Decision:
@@ -113,6 +126,8 @@ class Decision:
             tfidf_first=d.tfidf_first,
             class_bias=d.class_bias,
             article_bias=d.article_bias,
+            multi_label=d.multi_label,
+            thresholds=d.thresholds,
         )
 
     def to_card(self) -> DecisionCard:
@@ -124,7 +139,18 @@ class Decision:
             tfidf_first=self.tfidf_first,
             class_bias=self.class_bias,
             article_bias=self.article_bias,
+            multi_label=self.multi_label,
+            thresholds=self.thresholds,
         )
+
+    def chosen(self, probs: np.ndarray) -> np.ndarray:
+        """0/1 (texts × labels): a multi-label model's labels at or above their thresholds (the most
+        likely one where none is), a single-label model's most likely label."""
+        if self.multi_label:
+            return label_sets(probs, self.thresholds)
+        out = np.zeros(probs.shape, dtype=np.int8)
+        out[np.arange(len(probs)), probs.argmax(axis=1)] = 1
+        return out
 
     def save(self, folder: Path) -> None:
         """The gate's and the TF-IDF model's files (the rest of the decision is in the card)."""
@@ -171,7 +197,9 @@ class Decision:
         text) is needed only with `article_bias`."""
         out = []
         for t in temperatures or [self.temperature]:
-            model_probs = combine_windows(logits / t, windows.owner, len(route.rows), combine or self.combine)
+            model_probs = combine_windows(
+                logits / t, windows.owner, len(route.rows), combine or self.combine, self.multi_label
+            )
             probs = self._join(route, model_probs)
             probs = apply_class_bias(probs, self.class_bias)
             if self.article_bias:
@@ -188,6 +216,8 @@ class Decision:
         if route.log_tfidf is not None and self.blend is not None:
             blended = np.exp(route.log_tfidf)
             if len(route.rows):
-                blended[route.rows] = stack(log_clipped(model_probs), route.log_tfidf[route.rows], self.blend)
+                blended[route.rows] = stack(
+                    log_clipped(model_probs), route.log_tfidf[route.rows], self.blend, self.multi_label
+                )
             return blended
         return model_probs

@@ -2,6 +2,7 @@
 
 A row whose text is missing, not a string or empty gets an `error` and a null label instead of
 failing the whole table: on an archive of millions of rows, one bad row must not stop a job.
+A multi-label model adds `labels`: every chosen label, the most likely first, joined by LABELS_SEP.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pipeline.core.io import normalise_text
 from pipeline.models.predictor import Predictor
 from pipeline.text.articles import Article, model_input
 
+LABELS_SEP = "|"
 
-def output_schema(labels: list[str]) -> str:
+
+def output_schema(labels: list[str], multi_label: bool = False) -> str:
     """The Spark DDL of `score_frame`'s output for these labels (spark_udf's result type)."""
     probs = ", ".join(f"`prob_{label}` double" for label in labels)
-    return f"label string, score double, {probs}, error string"
+    return f"label string, {'labels string, ' if multi_label else ''}score double, {probs}, error string"
 
 
 def row_error(text: Any) -> str | None:
@@ -63,12 +66,16 @@ def score_frame(predictor: Predictor, frame: pd.DataFrame, pair: str | None = No
         pairs = [p or "" for _, p in inputs] if predictor.card.pair_column or pair is not None else None
         probs[ok] = predictor.predict_proba([t for t, _ in inputs], pairs)
     best = [int(probs[i].argmax()) if e is None else -1 for i, e in enumerate(errors)]
-    out = pd.DataFrame(
-        {
-            "label": pd.Series([labels[b] if b >= 0 else None for b in best], dtype="object"),
-            "score": [float(probs[i, b]) if b >= 0 else np.nan for i, b in enumerate(best)],
-        }
-    )
+    out = pd.DataFrame({"label": pd.Series([labels[b] if b >= 0 else None for b in best], dtype="object")})
+    if predictor.card.multi_label:
+        out["labels"] = pd.Series([None] * n, dtype="object")
+        if ok:
+            chosen = predictor.decision.chosen(probs[ok])
+            out.loc[ok, "labels"] = [
+                LABELS_SEP.join(sorted((labels[j] for j in np.flatnonzero(c)), key=lambda x: -row[labels.index(x)]))
+                for c, row in zip(chosen, probs[ok], strict=True)
+            ]
+    out["score"] = [float(probs[i, b]) if b >= 0 else np.nan for i, b in enumerate(best)]
     for j, label in enumerate(labels):
         out[f"prob_{label}"] = probs[:, j]
     out["error"] = pd.Series(errors, dtype="object")

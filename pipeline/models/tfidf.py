@@ -1,7 +1,8 @@
 """TF-IDF + logistic regression: the baseline stage's model, and the second member of a blend.
 
 `fit_tfidf` fits it with scikit-learn (C chosen on validation macro-F1), for `pipeline baseline`
-and for training with `model.tfidf_blend`. A blended classifier stacks the two models'
+and for training with `model.tfidf_blend`; for a multi-label task, one-vs-rest (a binary logistic
+regression a label, sigmoid probabilities). A blended classifier stacks the two models'
 log-probabilities, p ∝ p_transformer^a · p_tfidf^b, with a and b fitted on validation log loss
 (`fit_stack`). At predict time `TfidfModel` applies the fitted vectorizer and classifier in
 numpy: importing scikit-learn costs 2.6 s, more than the whole ONNX predict path. A test checks
@@ -52,7 +53,7 @@ def _vectorizer(settings: BaselineConfig) -> Any:
 @dataclass
 class FittedTfidf:
     vectorizer: Any  # sklearn TfidfVectorizer
-    classifier: Any  # sklearn LogisticRegression
+    classifier: Any  # sklearn LogisticRegression, or OneVsRestClassifier of them (multi-label)
     c: float
     val_macro_f1_by_c: dict[float, float]
 
@@ -69,10 +70,13 @@ def fit_tfidf(
     labels: list[str],
     seed: int,
 ) -> FittedTfidf:
-    """The vectorizer is fitted once on train; only C is searched, on validation macro-F1."""
+    """The vectorizer is fitted once on train; only C is searched, on validation macro-F1. A 0/1 matrix
+    `y_train` (multi-label) fits one-vs-rest."""
     from sklearn.linear_model import LogisticRegression  # lazy: predict applies the model without sklearn
+    from sklearn.multiclass import OneVsRestClassifier
 
-    if len(set(y_train.tolist())) < len(labels):
+    multi_label = y_train.ndim == 2
+    if not multi_label and len(set(y_train.tolist())) < len(labels):
         missing = sorted(set(labels) - {labels[i] for i in set(y_train.tolist())})
         raise PipelineError(f"the TF-IDF model needs train examples of every label; none of {missing}")
     vectorizer = _vectorizer(settings)
@@ -80,7 +84,8 @@ def fit_tfidf(
     x_val = vectorizer.transform(val_texts)
 
     def fit(c: float) -> Any:
-        return LogisticRegression(C=c, solver=settings.solver, max_iter=2000, random_state=seed).fit(x_train, y_train)
+        linear = LogisticRegression(C=c, solver=settings.solver, max_iter=2000, random_state=seed)
+        return (OneVsRestClassifier(linear) if multi_label else linear).fit(x_train, y_train)
 
     # each C is fitted once and the chosen model kept: fitting it again only repeated the work
     models = {c: fit(c) for c in settings.c_grid}
@@ -104,6 +109,7 @@ class TfidfModel:
     coef: np.ndarray  # (n_labels, n_terms); one row for two labels, as scikit-learn stores it
     intercept: np.ndarray  # (n_labels,) or (1,)
     ngram_max: int
+    multi_label: bool = False  # one-vs-rest: a sigmoid a label
     _index: dict[str, int] | None = None
 
     @classmethod
@@ -112,12 +118,9 @@ class TfidfModel:
         terms = [""] * len(v.vocabulary_)
         for term, i in v.vocabulary_.items():
             terms[i] = term
+        coef, intercept = _linear_weights(fitted.classifier, len(terms))
         return cls(
-            terms,
-            np.asarray(v.idf_, dtype=np.float64),
-            np.asarray(fitted.classifier.coef_, dtype=np.float64),
-            np.asarray(fitted.classifier.intercept_, dtype=np.float64),
-            int(v.ngram_range[1]),
+            terms, np.asarray(v.idf_, dtype=np.float64), coef, intercept, int(v.ngram_range[1]), _is_one_vs_rest(fitted)
         )
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +144,16 @@ class TfidfModel:
             idx, values = self.features(text)
             scores[row] = self.coef[:, idx] @ values
         scores += self.intercept
+        if self.multi_label:
+            return np.asarray(-np.logaddexp(0.0, -scores))  # log sigmoid
         if self.coef.shape[0] == 1:  # binary: scikit-learn's single row scores the second label
             scores = np.column_stack([np.zeros(len(texts)), scores[:, 0]])
         return _log_softmax(scores)
 
     def save(self, folder: Path) -> None:
         (folder / TFIDF_VOCAB).write_text(
-            json.dumps({"ngram_max": self.ngram_max, "terms": self.terms}), encoding="utf-8"
+            json.dumps({"ngram_max": self.ngram_max, "multi_label": self.multi_label, "terms": self.terms}),
+            encoding="utf-8",
         )
         np.savez(folder / TFIDF_WEIGHTS, idf=self.idf, coef=self.coef, intercept=self.intercept)
 
@@ -157,7 +163,33 @@ class TfidfModel:
             raise PipelineError(f"{folder} is a blended model but its TF-IDF files are missing")
         vocab = json.loads((folder / TFIDF_VOCAB).read_text(encoding="utf-8"))
         with np.load(folder / TFIDF_WEIGHTS, allow_pickle=False) as w:
-            return cls(list(vocab["terms"]), w["idf"], w["coef"], w["intercept"], int(vocab["ngram_max"]))
+            return cls(
+                list(vocab["terms"]),
+                w["idf"],
+                w["coef"],
+                w["intercept"],
+                int(vocab["ngram_max"]),
+                bool(vocab.get("multi_label", False)),
+            )
+
+
+def _is_one_vs_rest(fitted: FittedTfidf) -> bool:
+    return hasattr(fitted.classifier, "estimators_")
+
+
+def _linear_weights(classifier: Any, n_terms: int) -> tuple[np.ndarray, np.ndarray]:
+    """coef (labels × terms) and intercepts of a logistic regression or of one-vs-rest ones. A label
+    one-vs-rest saw only one value of gets a constant probability (scikit-learn's constant predictor)."""
+    if not hasattr(classifier, "estimators_"):
+        return np.asarray(classifier.coef_, dtype=np.float64), np.asarray(classifier.intercept_, dtype=np.float64)
+    coef, intercept = np.zeros((len(classifier.estimators_), n_terms)), np.zeros(len(classifier.estimators_))
+    for j, estimator in enumerate(classifier.estimators_):
+        if hasattr(estimator, "coef_"):
+            coef[j], intercept[j] = estimator.coef_[0], estimator.intercept_[0]
+        else:
+            p = float(np.clip(np.ravel(estimator.y_)[0], 1e-6, 1 - 1e-6))
+            intercept[j] = math.log(p / (1 - p))
+    return coef, intercept
 
 
 def _log_softmax(scores: np.ndarray) -> np.ndarray:
@@ -165,20 +197,34 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
 
 
-def stack(log_p_transformer: np.ndarray, log_p_tfidf: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
-    """Probabilities ∝ p_transformer^a · p_tfidf^b."""
+def _logit(log_p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.exp(log_p), 1e-12, 1 - 1e-12)
+    return np.asarray(np.log(p) - np.log1p(-p))
+
+
+def stack(
+    log_p_transformer: np.ndarray, log_p_tfidf: np.ndarray, weights: tuple[float, float], multi_label: bool = False
+) -> np.ndarray:
+    """Probabilities ∝ p_transformer^a · p_tfidf^b; multi-label, per label: sigmoid(a·logit p_t + b·logit p_tfidf)."""
     a, b = weights
+    if multi_label:
+        return np.asarray(1.0 / (1.0 + np.exp(-(a * _logit(log_p_transformer) + b * _logit(log_p_tfidf)))))
     return np.exp(_log_softmax(a * log_p_transformer + b * log_p_tfidf))
 
 
 def fit_stack(log_p_transformer: np.ndarray, log_p_tfidf: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Non-negative (a, b) that minimise the log loss of `stack` on the given (validation) rows;
-    a smooth criterion, where counting a few hundred validation errors jumps from weight to weight."""
+    """Non-negative (a, b) that minimise the log loss of `stack` on the given (validation) rows (binary
+    cross-entropy for a multi-label 0/1 `y`); a smooth criterion, where counting a few hundred validation
+    errors jumps from weight to weight."""
     from scipy.optimize import minimize
 
     rows = np.arange(len(y))
+    logit_t, logit_tfidf = (_logit(x) for x in (log_p_transformer, log_p_tfidf)) if y.ndim == 2 else (None, None)
 
     def log_loss(ab: np.ndarray) -> float:
+        if logit_t is not None and logit_tfidf is not None:
+            z = ab[0] * logit_t + ab[1] * logit_tfidf
+            return float((np.logaddexp(0.0, z) - y * z).mean())
         return float(-_log_softmax(ab[0] * log_p_transformer + ab[1] * log_p_tfidf)[rows, y].mean())
 
     result = minimize(log_loss, np.asarray([1.0, 0.0]), bounds=[(0.0, None), (0.0, None)], method="L-BFGS-B")

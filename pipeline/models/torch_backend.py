@@ -41,8 +41,11 @@ def classifier_class(pooling: str) -> Any:
     return AutoModelForSequenceClassification
 
 
-def build_classifier(name: str, labels: list[str], attention_dropout: float, pooling: str) -> PreTrainedModel:
-    """A pretrained encoder with a new classification head for `labels`."""
+def build_classifier(
+    name: str, labels: list[str], attention_dropout: float, pooling: str, multi_label: bool = False
+) -> PreTrainedModel:
+    """A pretrained encoder with a new classification head for `labels` (a sigmoid a label when `multi_label`:
+    transformers' `problem_type`, so the saved config.json says so to anyone who loads it)."""
     quiet_transformers()
     from transformers import AutoConfig
 
@@ -54,6 +57,7 @@ def build_classifier(name: str, labels: list[str], attention_dropout: float, poo
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             attention_probs_dropout_prob=attention_dropout,
+            problem_type="multi_label_classification" if multi_label else "single_label_classification",
         )
         if pooling == "mean_mention":
             config.mention_pooling = True  # saved in config.json: the head's width follows it on load

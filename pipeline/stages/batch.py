@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir
+from pipeline.models.card import ModelCard
 from pipeline.models.frames import output_schema, score_frame
 from pipeline.models.predictor import Predictor
 from pipeline.tracking.registry import CHAMPION, load_registered, resolve_model
@@ -81,9 +82,11 @@ def scorers(
     return out
 
 
-def named_columns(scorer: Scorer, labels: list[str]) -> dict[str, str]:
+def named_columns(scorer: Scorer, labels: list[str], multi_label: bool = False) -> dict[str, str]:
     """{score_frame column: output column} of one scorer."""
     names = {"label": f"{scorer.prefix}_label", "score": f"{scorer.prefix}_score"}
+    if multi_label:
+        names = {"label": names["label"], "labels": f"{scorer.prefix}_labels", "score": names["score"]}
     if scorer.probabilities:
         names |= {f"prob_{label}": f"{scorer.prefix}_prob_{label}" for label in labels}
     return names
@@ -177,7 +180,7 @@ def label_chunk(chunk: pd.DataFrame, cols: Columns, models: list[tuple[Scorer, P
     error = None
     for scorer, predictor in models:
         scored = score_frame(predictor, frame, scorer.pair)
-        for source, name in named_columns(scorer, predictor.labels).items():
+        for source, name in named_columns(scorer, predictor.labels, predictor.card.multi_label).items():
             out[name] = scored[source]
         error = scored["error"]
     out["error"] = error
@@ -243,8 +246,8 @@ def read_spark(spark: Any, inputs: list[str]) -> Any:
     return out
 
 
-def spark_model_uri(ref: str) -> tuple[str, list[str]]:
-    """The MLflow model URI spark_udf loads, and its labels (read from the model card)."""
+def spark_model_uri(ref: str) -> tuple[str, ModelCard]:
+    """The MLflow model URI spark_udf loads, and its model card."""
     from pipeline.models.card import read_card
 
     folder, uri = resolve_model(ref)
@@ -253,7 +256,7 @@ def spark_model_uri(ref: str) -> tuple[str, list[str]]:
             raise PipelineError(f"--engine spark runs MLflow models (models:/NAME@ALIAS, runs:/...); {ref} is not one")
         uri = str(Path(ref).resolve())
 
-    return uri, read_card(folder).labels
+    return uri, read_card(folder)
 
 
 def spark_value(F: Any, struct: str, field: str) -> Any:
@@ -296,8 +299,9 @@ def batch_spark(
     )
     outputs = [F.col(cols.id), *map(F.col, cols.keep)]
     for k, scorer in enumerate(jobs):
-        uri, labels = spark_model_uri(scorer.model_ref)
-        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=output_schema(labels), env_manager="local")
+        uri, card = spark_model_uri(scorer.model_ref)
+        labels, schema = card.labels, output_schema(card.labels, card.multi_label)
+        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=schema, env_manager="local")
         call = (
             article
             if scorer.pair is None
@@ -307,7 +311,8 @@ def batch_spark(
         )
         df = df.withColumn(f"__scored{k}", udf(call))
         outputs += [
-            spark_value(F, f"__scored{k}", source).alias(name) for source, name in named_columns(scorer, labels).items()
+            spark_value(F, f"__scored{k}", source).alias(name)
+            for source, name in named_columns(scorer, labels, card.multi_label).items()
         ]
     labelled = df.select(*outputs, spark_value(F, f"__scored{len(jobs) - 1}", "error").alias("error"))
     if URI.match(output) or not is_local(spark):

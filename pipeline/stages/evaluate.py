@@ -12,10 +12,10 @@ from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.labelled import EvalData, label_indices
+from pipeline.core.labelled import EvalData, gold_targets
 from pipeline.core.metrics import compute_metrics
 from pipeline.models.predictor import Predictor
-from pipeline.stages.prepare import load_prepared
+from pipeline.stages.prepare import label_names, load_prepared
 from pipeline.tracking import store
 from pipeline.tracking.log import log_dataset, log_metrics, log_mistakes
 from pipeline.tracking.registry import load_registered
@@ -25,15 +25,18 @@ def prepared_split_data(cfg: Config, split: str) -> EvalData:
     """One split of the prepared DatasetDict, with label names."""
     dataset, card = load_prepared(cfg)
     rows = dataset[split]
-    names = rows.features["label"].names
+    names = label_names(rows)
     pairs = list(rows["pair"]) if "pair" in rows.column_names else None
+    multi_label = hasattr(rows.features["label"], "feature")
+    sets = [[names[i] for i in y] for y in rows["label"]] if multi_label else None
     return EvalData(
         list(rows["text"]),
-        [names[i] for i in rows["label"]],
+        [", ".join(s) for s in sets] if sets is not None else [names[i] for i in rows["label"]],
         card["source"],
         f"{cfg.task}-{split}",
         pairs,
         card["content_digest"],
+        label_sets=sets,
     )
 
 
@@ -74,7 +77,10 @@ class Evaluation:
             label: {k: row[k] for k in ("precision", "recall", "f1", "support")}
             for label, row in m["per_class"].items()
         }
-        out = {k: m[k] for k in ("n", "accuracy", "macro_f1", "fnc_score") if k in m}
+        keys = ("n", "accuracy", "macro_f1", "fnc_score", "micro_f1", "samples_f1", "subset_accuracy", "hamming_loss")
+        out = {k: m[k] for k in (*keys, "label_cardinality") if k in m}
+        if m.get("multi_label"):  # the documented multi-label name of the per-class table
+            return out | {"run_id": self.run_id, "per_label": per_class}
         return out | {"run_id": self.run_id, "per_class": per_class}
 
 
@@ -87,7 +93,10 @@ def evaluate(cfg: Config, model_ref: str | None, data: EvalData, run_name: str |
     clf, uri = load_registered(
         model_ref, cfg.mlflow.registered_model, r.device, r.precision, r.threads, r.eval_batch_size
     )
-    label_indices(data.labels, clf.labels)  # unknown labels fail before a run is opened
+    gold_targets(data, clf.labels)  # unknown labels fail before a run is opened
+    if clf.card.multi_label != (data.label_sets is not None):
+        kind = "multi-label" if clf.card.multi_label else "single-label"
+        raise PipelineError(f"{uri} is a {kind} model, and {data.name} is not {kind}")
     with mlflow.start_run(run_name=run_name or f"evaluate-{data.name}") as run:
         mlflow.set_tags({"stage": "evaluate", "task": cfg.task})
         store.log_config(cfg)
@@ -101,7 +110,7 @@ def log_evaluation(clf: Predictor, uri: str, data: EvalData) -> Evaluation:
     import mlflow
     import pandas as pd
 
-    y = label_indices(data.labels, clf.labels)
+    y = gold_targets(data, clf.labels)
     mlflow.set_tags({"model_uri": uri, "eval_data": data.source})
     frame = pd.DataFrame({"text": data.texts, "label": data.labels})
     if data.pairs is not None:
@@ -109,10 +118,11 @@ def log_evaluation(clf: Predictor, uri: str, data: EvalData) -> Evaluation:
     digest = log_dataset(frame, data.source, data.name, "test")
     start = time.perf_counter()
     probs = clf.predict_proba(data.texts, data.pairs)
-    metrics = compute_metrics(y, probs, clf.labels)
+    thresholds = clf.decision.thresholds
+    metrics = compute_metrics(y, probs, clf.labels, thresholds)
     mlflow.log_metric("test_seconds", time.perf_counter() - start)
     log_metrics(metrics, "test")
-    log_mistakes(data.texts, data.pairs, y, probs, clf.labels, "test")
+    log_mistakes(data.texts, data.pairs, y, probs, clf.labels, "test", thresholds)
     # the prepared data's digest, the one the training runs carry, so runs on the same data match
     mlflow.set_tag("data_digest", data.digest or digest)
     return Evaluation(metrics, uri, data.digest or digest, data.name)

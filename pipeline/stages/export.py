@@ -60,7 +60,9 @@ def export_onnx(
         reference = torch_model.predict_proba(check_texts, check_pairs)
         onnx_backend = OnnxBackend.load(folder, tmp / chosen, card.windows, len(card.labels), 0, 32)
         candidate = Predictor(card, onnx_backend, torch_model.decision).predict_proba(check_texts, check_pairs)
-        agreement = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+        # the same labels: the top one, or a multi-label model's whole set
+        same = (torch_model.decision.chosen(reference) == torch_model.decision.chosen(candidate)).all(axis=1)
+        agreement = float(same.mean()) if len(same) else 1.0
         max_diff = float(np.abs(reference - candidate).max()) if len(reference) else 0.0
         if agreement < MIN_AGREEMENT:
             raise PipelineError(

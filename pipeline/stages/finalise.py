@@ -1,6 +1,6 @@
 """Train stage, after the epochs: the decision fitted on validation (temperature, TF-IDF blend, class offsets;
-article offsets on a labelled set of articles), written to the model card, then the test split and the
-extra test sets scored once with it."""
+article offsets on a labelled set of articles; a multi-label task's thresholds), written to the model card,
+then the test split and the extra test sets scored once with it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.labelled import extra_test_data, label_indices
-from pipeline.core.metrics import compute_metrics, fit_class_bias, fit_temperature
+from pipeline.core.metrics import compute_metrics, fit_class_bias, fit_temperature, fit_thresholds
 from pipeline.models.card import read_card, write_card
 from pipeline.models.decision import COMBINE_METHODS, Decision
 from pipeline.models.loading import load_torch
@@ -55,6 +55,11 @@ def fit_decision(cfg: Config, session: Session, data: TrainingData, setup: Setup
         val_probs = decision.decide(route, logits, windows)[0]
         best_f1 = compute_metrics(y_val, val_probs, data.labels)["macro_f1"]
         mlflow.log_metrics({f"class_bias_{c}": b for c, b in zip(data.labels, decision.class_bias or [], strict=True)})
+    if decision.multi_label:
+        decision = decision.but(thresholds=fit_thresholds(val_probs, y_val, cfg.train.thresholds))
+        best_f1 = compute_metrics(y_val, val_probs, data.labels, decision.thresholds)["macro_f1"]
+        thresholds = np.asarray(decision.thresholds)
+        mlflow.log_metrics({"thresholds_mean": float(thresholds.mean()), "thresholds_min": float(thresholds.min())})
     save_decision(data, decision, best_f1)
     model = load_torch(data.model_dir, str(session.device), session.precision, cfg.runtime.eval_batch_size)
     if cfg.train.article_bias_set:
@@ -63,7 +68,7 @@ def fit_decision(cfg: Config, session: Session, data: TrainingData, setup: Setup
         mlflow.log_metrics(
             {f"article_bias_{c}": b for c, b in zip(data.labels, model.decision.article_bias, strict=True)}
         )
-    log_metrics(compute_metrics(y_val, val_probs, data.labels), "val")
+    log_metrics(compute_metrics(y_val, val_probs, data.labels, decision.thresholds), "val")
     return Fitted(model, best_f1, val_probs)
 
 
@@ -114,10 +119,11 @@ def score_test(data: TrainingData, fitted: Fitted, best_val: dict[str, Any]) -> 
     uncalibrated, test = model.predict_proba_at(
         data.texts["test"], data.pairs["test"], [1.0, model.decision.temperature]
     )
-    metrics = compute_metrics(y, test, data.labels)
-    metrics["ece_uncalibrated"] = compute_metrics(y, uncalibrated, data.labels)["ece"]
+    thresholds = model.decision.thresholds
+    metrics = compute_metrics(y, test, data.labels, thresholds)
+    metrics["ece_uncalibrated"] = compute_metrics(y, uncalibrated, data.labels, thresholds)["ece"]
     log_metrics(metrics, "test")
-    log_mistakes(data.texts["test"], data.pairs["test"], y, test, data.labels, "test")
+    log_mistakes(data.texts["test"], data.pairs["test"], y, test, data.labels, "test", thresholds)
     mlflow.log_metrics(
         {
             "temperature": model.decision.temperature,

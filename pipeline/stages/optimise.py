@@ -86,7 +86,8 @@ def build_setup(
     from transformers import get_linear_schedule_with_warmup
 
     m, t = cfg.model, cfg.train
-    model = build_classifier(m.name, data.labels, m.attention_dropout, m.pooling)
+    multi_label = cfg.data.multi_label
+    model = build_classifier(m.name, data.labels, m.attention_dropout, m.pooling, multi_label)
     fast_paths = apply_fast_paths(cfg, model, session)
     train_pairs = data.pairs["train"]
     train_windows, train_y = training_windows(
@@ -96,7 +97,7 @@ def build_setup(
         drop_pairs([train_pairs[i] for i in rows], t.pair_dropout, t.seed) if train_pairs is not None else None,
         data.ys["train"][rows],
     )
-    decision = Decision(data.labels, m.combine, gate=gate)
+    decision = Decision(data.labels, m.combine, gate=gate, multi_label=multi_label)
     val_route = decision.route(data.texts["validation"], data.pairs["validation"])
     val_texts = [data.texts["validation"][i] for i in val_route.rows]
     val_pairs = val_route.take(data.pairs["validation"])
@@ -115,7 +116,13 @@ def build_setup(
     model, optimizer = session.accelerator.prepare(model, optimizer)
     session.accelerator.register_for_checkpointing(scheduler)
     weight = class_weights(train_y, len(data.labels), t.class_weights) if t.class_weights != "none" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weight).to(session.device) if weight is not None else None)
+    weight_tensor = torch.tensor(weight).to(session.device) if weight is not None else None
+    # multi-label: a binary cross-entropy a label, its positive class weighted by `class_weights`
+    loss_fn = (
+        torch.nn.BCEWithLogitsLoss(pos_weight=weight_tensor)
+        if multi_label
+        else torch.nn.CrossEntropyLoss(weight=weight_tensor)
+    )
     pad_id = int(data.tokenizer.pad_token_id or 0)
     epochs = min(t.epochs, math.ceil(total_steps / steps_per_epoch))
     return Setup(
@@ -185,7 +192,11 @@ def save_checkpoint(cfg: Config, data: TrainingData, inner: Any, decision: Decis
         pair_column=cfg.data.pair_column,
         pooling=m.pooling,
         windows=reading_settings(cfg),
-        decision=DecisionCard(combine=m.combine, gate_label=decision.gate.label if decision.gate else None),
+        decision=DecisionCard(
+            combine=m.combine,
+            gate_label=decision.gate.label if decision.gate else None,
+            multi_label=decision.multi_label,
+        ),
         training=TrainingCard(val_macro_f1=f1, epoch=epoch, data_digest=data.digest),
     )
     with atomic_dir(data.model_dir) as tmp:
@@ -214,6 +225,8 @@ def train_epoch(
         step_start = time.perf_counter()
         batch = pad_batch(setup.train_windows, idx, setup.pad_id)
         target = torch.as_tensor(setup.train_y[idx], device=session.device)
+        if target.ndim == 2:  # multi-label: 0/1 floats for the binary cross-entropy
+            target = target.float()
         with accelerator.autocast():
             logits = model(**{k: v.to(session.device) for k, v in batch.items()}).logits
         loss = setup.loss_fn(logits.float(), target)
@@ -309,11 +322,15 @@ def optimise(
             val, logits = validate(cfg, session, data, setup)
             loss = float(np.mean(losses)) if losses else float("nan")
             metrics = {"train_loss": loss, "val_macro_f1_epoch": val["macro_f1"], "val_accuracy_epoch": val["accuracy"]}
+            if "micro_f1" in val:
+                metrics["val_micro_f1_epoch"] = val["micro_f1"]
             log(mlflow.log_metrics, metrics | {"epoch_seconds": time.perf_counter() - epoch_start}, step=epoch)
             if session.main:
                 f1, accuracy = val["macro_f1"], val["accuracy"]
+                micro = f", micro-F1 {val['micro_f1']:.4f}" if "micro_f1" in val else ""
                 bar.console.print(
-                    f"epoch {epoch}: train loss {loss:.4f}, validation macro-F1 {f1:.4f}, accuracy {accuracy:.4f}"
+                    f"epoch {epoch}: train loss {loss:.4f}, validation macro-F1 {f1:.4f}{micro}, "
+                    f"accuracy {accuracy:.4f}"
                 )
             stop = keep_best(cfg, session, data, setup, state, epoch, val, logits)
             if stop and session.main and state.bad_epochs > cfg.train.early_stopping_patience:

@@ -1,7 +1,8 @@
 """Stage 5, predict: label articles (.txt files, folders, stdin, .jsonl) with a registered model.
 
 The topic of each article, its stance toward its main targets (or the ones named), and with
-claims the stance toward each claim; every model is read through the same predictor.
+claims the stance toward each claim; every model is read through the same predictor. A multi-label
+model gives every label at or above its threshold (`labels`), the most likely first.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ def predict(
     """Topic of each article (by `classifier` when given, a zero-shot one say), its stance toward its
     main targets (or `targets`; [] for none), and with `claims` the claim-stance label of every (claim, article)."""
     clf = classifier or load_registered(model_ref, registered_model, device, precision, threads)[0]
-    inputs = [model_input(a, clf.card.text_columns, clf.card.pair_column) for a in articles]
-    pairs = [p or "" for _, p in inputs] if clf.card.pair_column else None
-    probs = clf.predict_proba([t for t, _ in inputs], pairs)
-    results: list[dict[str, Any]] = []
-    for article, row in zip(articles, probs, strict=True):
-        results.append({"source": article.source, "metadata": article.metadata, task: scored(clf.labels, row)})
+    results: list[dict[str, Any]] = [
+        {"source": article.source, "metadata": article.metadata, task: result}
+        for article, result in zip(articles, score_articles(clf, articles), strict=True)
+    ]
     if claims:
         stance, _ = load_registered(claim_model_ref, claim_registered_model, device, precision, threads)
         texts = [model_input(a, stance.card.text_columns, None)[0] for a in articles]
@@ -64,11 +63,25 @@ def predict(
     return results
 
 
-def scored(labels: list[str], probs: Any) -> dict[str, Any]:
-    """{label, score, scores} of one row of class probabilities."""
+def score_articles(clf: Predictor, articles: list[Article]) -> list[dict[str, Any]]:
+    """{label, score, scores} (and a multi-label model's `labels`) of each article, read as the model was trained."""
+    inputs = [model_input(a, clf.card.text_columns, clf.card.pair_column) for a in articles]
+    pairs = [p or "" for _, p in inputs] if clf.card.pair_column else None
+    probs = clf.predict_proba([t for t, _ in inputs], pairs)
+    chosen = clf.decision.chosen(probs) if clf.card.multi_label else [None] * len(probs)
+    return [scored(clf.labels, row, row_chosen) for row, row_chosen in zip(probs, chosen, strict=True)]
+
+
+def scored(labels: list[str], probs: Any, chosen: Any = None) -> dict[str, Any]:
+    """{label, score, scores} of one row of class probabilities; with a multi-label model's `chosen`
+    (0/1 a label), `labels` too: [{label, score}] of every chosen label, the most likely first."""
     scores = {label: round(float(p), 6) for label, p in zip(labels, probs, strict=True)}
     best = max(scores, key=scores.__getitem__)
-    return {"label": best, "score": scores[best], "scores": scores}
+    out: dict[str, Any] = {"label": best, "score": scores[best]}
+    if chosen is not None:
+        picked = sorted((label for label, c in zip(labels, chosen, strict=True) if c), key=lambda x: -scores[x])
+        out["labels"] = [{"label": label, "score": scores[label]} for label in picked]
+    return out | {"scores": scores}
 
 
 def score_pairs(clf: Predictor, texts: list[str], pairs: list[list[str]]) -> list[list[dict[str, Any]]]:
@@ -93,6 +106,10 @@ def render_table(results: list[dict[str, Any]], task: str) -> None:
     for r in results:
         ranked = sorted(r[task]["scores"].items(), key=lambda kv: kv[1], reverse=True)
         runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
+        if "labels" in r[task]:  # multi-label: every chosen label, with its probability
+            chosen = ", ".join(f"{x['label']} ({x['score']:.3f})" for x in r[task]["labels"])
+            table.add_row(r["source"], chosen, f"{ranked[0][1]:.3f}", runner)
+            continue
         table.add_row(r["source"], ranked[0][0], f"{ranked[0][1]:.3f}", runner)
     Console().print(table)
     _pair_table(results, "stance", "target", "stance toward the article's targets")

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.core.config import Config, JoinConfig, resolve_path
+from pipeline.core.config import Config, DataConfig, JoinConfig, resolve_path
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir, file_digest, filter_rows, join_text_columns, read_table, write_json_atomic
-from pipeline.core.labelled import load_eval_set
+from pipeline.core.labelled import load_eval_set, multi_hot, split_labels
 from pipeline.models.runtime import load_tokenizer
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 CARD = "data_card.json"
+LABEL_SET_SEP = "\x1f"  # joins a multi-label row's labels in the prepared rows (no label name holds it)
 
 
 @dataclass
@@ -98,7 +99,8 @@ def load_rows(
     d = cfg.data
     group_columns = d.group_columns or []
     use_split_column = d.split_column is not None and split is None
-    columns = [*d.text_columns, d.label_column, *([d.pair_column] if d.pair_column else []), *group_columns]
+    label_columns = [d.label_column] if d.label_column else list(d.label_columns or [])
+    columns = [*d.text_columns, *label_columns, *([d.pair_column] if d.pair_column else []), *group_columns]
     if use_split_column and d.split_column:
         columns.append(d.split_column)
     if d.id_column:
@@ -110,7 +112,7 @@ def load_rows(
         {
             "id": df[d.id_column].astype(str) if d.id_column else [str(i) for i in range(len(df))],
             "text": join_text_columns(df, d.text_columns),
-            "label": df[d.label_column].astype("string").fillna("").str.strip().replace(d.label_map or {}),
+            "label": label_cells(df, d),
         }
     )
     if d.pair_column:
@@ -133,10 +135,30 @@ def load_rows(
     if rows.empty:
         raise PipelineError(f"no rows with both text and label in {source}")
     if d.labels is not None:
-        unknown_labels = sorted(set(rows["label"]) - set(d.labels))
+        unknown_labels = sorted(set(row_labels(rows)) - set(d.labels))
         if unknown_labels:
             raise PipelineError(f"labels {unknown_labels} in {source.name} are not in data.labels {d.labels}")
     return rows.reset_index(drop=True), dropped
+
+
+def label_cells(df: pd.DataFrame, d: DataConfig) -> pd.Series:
+    """Each row's label; for a multi-label task its labels joined by LABEL_SET_SEP ("" for none)."""
+    label_map = d.label_map or {}
+    if d.label_columns:
+        on = df[list(d.label_columns)].apply(lambda c: c.astype(str).str.strip().str.lower().isin(["1", "1.0", "true"]))
+        names = [label_map.get(c, c) for c in d.label_columns]
+        return on.apply(lambda row: LABEL_SET_SEP.join(n for n, v in zip(names, row, strict=True) if v), axis=1)
+    assert d.label_column is not None  # the config allows one of the two
+    cells = df[d.label_column].astype("string").fillna("").str.strip()
+    if not d.multi_label:
+        return cells.replace(label_map)
+    separator = d.label_separator or " "
+    return cells.map(lambda cell: LABEL_SET_SEP.join(sorted(split_labels(cell, separator, label_map))))
+
+
+def row_labels(rows: pd.DataFrame) -> list[str]:
+    """Every label of every row (a multi-label row counts each of its labels)."""
+    return [label for cell in rows["label"] for label in cell.split(LABEL_SET_SEP) if label]
 
 
 def extra_train_rows(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
@@ -218,6 +240,8 @@ def assign_splits(rows: pd.DataFrame, cfg: Config, with_test: bool = True) -> tu
         rows["split"] = group_splits(rows, skip, frac, cfg.data.split_seed)
         kept = rows[rows["split"] != ""]
         return kept, len(rows) - len(kept)
+    if cfg.data.multi_label:
+        return iterative_splits(rows, val, test, cfg.data.split_seed), 0
     counts = rows["label"].value_counts()
     stratify = rows["label"] if counts.min() >= 3 else None
     rest, test_part = (
@@ -237,6 +261,30 @@ def assign_splits(rows: pd.DataFrame, cfg: Config, with_test: bool = True) -> tu
     return rows, 0
 
 
+def iterative_splits(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
+    """Multi-label rows split by iterative stratification (Sechidis et al., 2011), so that every
+    label, rare ones too, falls into each split in about the split's share."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    names = sorted(set(row_labels(rows)))
+    index = {n: i for i, n in enumerate(names)}
+    y = np.zeros((len(rows), len(names)), dtype=np.int8)
+    for r, cell in enumerate(rows["label"]):
+        y[r, [index[label] for label in cell.split(LABEL_SET_SEP)]] = 1
+    rows = rows.copy()
+    split = np.full(len(rows), "train", dtype=object)
+    rest = np.arange(len(rows))
+    for name, share in (("test", test), ("validation", val / (1 - test))):
+        if share <= 0:
+            continue
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+        _, taken = next(splitter.split(np.zeros(len(rest)), y[rest]))
+        split[rest[taken]] = name
+        rest = np.delete(rest, taken)
+    rows["split"] = split
+    return rows
+
+
 def deduplicate(rows: pd.DataFrame, within_test: bool = True) -> tuple[pd.DataFrame, int]:
     """Keep one copy of each text (or pair and text); a copy in test or validation is dropped from train.
 
@@ -250,6 +298,24 @@ def deduplicate(rows: pd.DataFrame, within_test: bool = True) -> tuple[pd.DataFr
         repeated &= ordered["split"] != "test"
     kept = ordered[~repeated].drop(columns="_p").sort_index()
     return kept, len(rows) - len(kept)
+
+
+def default_labels(d: DataConfig, rows: pd.DataFrame) -> list[str]:
+    """The task's labels when the config names none: the 0/1 columns in order, else those in the data, sorted."""
+    if d.label_columns:
+        label_map = d.label_map or {}
+        return [label_map.get(c, c) for c in d.label_columns]
+    return sorted(set(row_labels(rows)))
+
+
+def label_counts(part: pd.DataFrame, labels: list[str], multi_label: bool) -> dict[str, int]:
+    """Rows of each label (a multi-label row counts for each of its labels)."""
+    if not multi_label:
+        return {lab: int((part["label"] == lab).sum()) for lab in labels}
+    counts = dict.fromkeys(labels, 0)
+    for label in row_labels(part):
+        counts[label] += 1
+    return counts
 
 
 def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:
@@ -300,7 +366,7 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     missing = [s for s in SPLITS if not (rows["split"] == s).any()]
     if missing:
         raise PipelineError(f"split(s) {missing} are empty after cleaning {source.name}")
-    labels = cfg.data.labels or sorted(rows["label"].unique())
+    labels = cfg.data.labels or default_labels(cfg.data, rows)
 
     tokenizer = load_tokenizer(cfg.model.name)
     # FNC-1 pairs one body with dozens of headlines: tokenize each distinct text once
@@ -317,6 +383,7 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
         "inputs": {str(p): file_digest(p) for p in inputs},
         "content_digest": content_digest(rows),
         "labels": labels,
+        "multi_label": cfg.data.multi_label,
         "text_columns": cfg.data.text_columns,
         "rows_read": int(len(rows) + sum(dropped.values())),
         "dropped": dropped,
@@ -326,27 +393,34 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
         part = rows[rows["split"] == split]
         card["splits"][split] = {
             "n": len(part),
-            "labels": {lab: int((part["label"] == lab).sum()) for lab in labels},
+            "labels": label_counts(part, labels, cfg.data.multi_label),
             "tokens": token_length_stats(list(part["n_tokens"]), cfg.model.max_length),
             "content_digest": content_digest(part),
         }
-    dataset = to_dataset_dict(rows, labels)
+    dataset = to_dataset_dict(rows, labels, cfg.data.multi_label)
     with atomic_dir(out) as tmp:
         dataset.save_to_disk(str(tmp))
         write_json_atomic(tmp / CARD, card)
     return Prepared(out, card, reused=False)
 
 
-def to_dataset_dict(rows: pd.DataFrame, labels: list[str]) -> DatasetDict:
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars
+def to_dataset_dict(rows: pd.DataFrame, labels: list[str], multi_label: bool = False) -> DatasetDict:
+    """The splits as a DatasetDict; a multi-label task's `label` is a list of class labels."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
 
     disable_progress_bars()
 
     columns = ["id", *(["pair"] if "pair" in rows.columns else []), "text", "label", "n_tokens"]
+    label_feature: Any = ClassLabel(names=labels)
+    if multi_label:
+        index = {label: i for i, label in enumerate(labels)}
+        as_indices = [[index[x] for x in cell.split(LABEL_SET_SEP)] for cell in rows["label"]]
+        rows = rows.assign(label=as_indices)
+        label_feature = Sequence(ClassLabel(names=labels))
     features = Features(
         {
             **{c: Value("string") for c in columns[:-2]},
-            "label": ClassLabel(names=labels),
+            "label": label_feature,
             "n_tokens": Value("int32"),
         }
     )
@@ -360,6 +434,20 @@ def to_dataset_dict(rows: pd.DataFrame, labels: list[str]) -> DatasetDict:
             for split in SPLITS
         }
     )
+
+
+def label_names(split: Any) -> list[str]:
+    """The class names of a prepared split's `label` feature (single- or multi-label)."""
+    feature = split.features["label"]
+    return list(getattr(feature, "feature", feature).names)
+
+
+def split_targets(split: Any) -> np.ndarray:
+    """A prepared split's gold labels: class indices, or a 0/1 matrix (articles × labels) when multi-label."""
+    feature = split.features["label"]
+    if hasattr(feature, "feature"):
+        return multi_hot(list(split["label"]), len(feature.feature.names))
+    return np.asarray(split["label"])
 
 
 def load_prepared(cfg: Config) -> tuple[DatasetDict, dict[str, Any]]:

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import normalise_text
 from pipeline.models.predictor import Predictor
-from pipeline.stages.predict import score_pairs, scored
+from pipeline.stages.predict import score_articles, score_pairs
 from pipeline.text.articles import Article, model_input
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -111,12 +111,7 @@ def label_records(models: Models, records: list[dict[str, Any]]) -> list[dict[st
         Article(f"record {i}", normalise_text(r["text"]), {"title": r["title"]} if r.get("title") else {})
         for i, r in enumerate(records)
     ]
-    topic = models.topic
-    inputs = [model_input(a, topic.card.text_columns, topic.card.pair_column) for a in articles]
-    probs = topic.predict_proba(
-        [t for t, _ in inputs], [p or "" for _, p in inputs] if topic.card.pair_column else None
-    )
-    out = [scored(topic.labels, row) for row in probs]
+    out = score_articles(models.topic, articles)
     for field, key, model in (("targets", "stance", models.target), ("claims", "claims", models.claim)):
         asked = [i for i, r in enumerate(records) if r.get(field)]
         if not asked:

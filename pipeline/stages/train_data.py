@@ -16,7 +16,7 @@ from pipeline.core.labelled import sample_rows
 from pipeline.models.gate import RelatednessGate
 from pipeline.models.runtime import load_tokenizer
 from pipeline.models.zeroshot import build_zeroshot, pseudo_labels, require_zeroshot
-from pipeline.stages.prepare import Prepared, extra_id_prefix, prepare
+from pipeline.stages.prepare import Prepared, extra_id_prefix, prepare, split_targets
 from pipeline.text.windows import Windows, WindowSettings, encode_windows
 
 SPLITS = ("train", "validation", "test")
@@ -31,7 +31,7 @@ class TrainingData:
     labels: list[str]
     tokenizer: Any
     texts: dict[str, list[str]]
-    ys: dict[str, np.ndarray]
+    ys: dict[str, np.ndarray]  # class indices; a 0/1 matrix (articles × labels) for a multi-label task
     pairs: dict[str, list[str] | None]
     registered_model: str
     model_dir: Path
@@ -63,7 +63,7 @@ def load_training_data(cfg: Config, accelerator: Any, with_pseudo_labels: bool) 
         list(prepared.card["labels"]),
         load_tokenizer(cfg.model.name),
         {s: list(dataset[s]["text"]) for s in SPLITS},
-        {s: np.asarray(dataset[s]["label"]) for s in SPLITS},
+        {s: split_targets(dataset[s]) for s in SPLITS},
         {s: list(dataset[s]["pair"]) if "pair" in dataset[s].column_names else None for s in SPLITS},
         cfg.mlflow.registered_model,
         resolve_path(cfg.train.output_dir),
@@ -109,7 +109,9 @@ def select_rows(cfg: Config, data: TrainingData) -> tuple[RelatednessGate | None
         # the transformer learns every row the gate leaves to it: all other labels, and the
         # gate-label rows the gate is unsure of (hard negatives)
         rows = np.flatnonzero(~is_gate | (p_train < gate.threshold))
-    keep = sample_rows(train_ys[rows], cfg.train.max_examples, cfg.train.seed)
+    # a multi-label sample is stratified by each row's first label
+    strata = train_ys[rows] if train_ys.ndim == 1 else train_ys[rows].argmax(axis=1)
+    keep = sample_rows(strata, cfg.train.max_examples, cfg.train.seed)
     return gate, rows[keep]
 
 
@@ -160,7 +162,13 @@ def drop_pairs(pairs: list[str], fraction: float, seed: int) -> list[str]:
 
 
 def class_weights(y: np.ndarray, n_labels: int, how: str = "balanced") -> np.ndarray:
-    """Loss weights: inverse class frequency (`balanced`) or its square root (`sqrt`), mean 1 over examples."""
+    """Loss weights: inverse class frequency (`balanced`) or its square root (`sqrt`), mean 1 over examples.
+    For a multi-label `y` (0/1 matrix), the positive-class weights of each label's binary loss:
+    negatives over positives, or its square root."""
+    if y.ndim == 2:
+        positives = y.sum(axis=0).astype(np.float64)
+        ratio = np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1), 1.0)
+        return (np.sqrt(ratio) if how == "sqrt" else ratio).astype(np.float32)
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
     if how == "sqrt":

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.metrics import CALIBRATION_BINS
+from pipeline.core.metrics import CALIBRATION_BINS, label_sets
 
 MISTAKES_SHOWN = 25
 
@@ -24,9 +24,15 @@ def _figures(metrics: dict[str, Any], title: str) -> dict[str, Any]:
     labels = metrics["labels"]
     size = (1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2)
     figures = {}
+    if metrics.get("multi_label"):
+        figures["per_label_f1"] = _per_label_figure(metrics, title)
     for name, key, fmt in (
-        ("confusion_matrix", "confusion_matrix", "d"),
-        ("confusion_matrix_normalized", "confusion_matrix_normalized", ".2f"),
+        ()
+        if metrics.get("multi_label")
+        else (
+            ("confusion_matrix", "confusion_matrix", "d"),
+            ("confusion_matrix_normalized", "confusion_matrix_normalized", ".2f"),
+        )
     ):
         fig, ax = plt.subplots(figsize=size)
         ConfusionMatrixDisplay(np.asarray(metrics[key]), display_labels=labels).plot(
@@ -48,7 +54,12 @@ def _figures(metrics: dict[str, Any], title: str) -> dict[str, Any]:
         label="accuracy in bin",
     )
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="C1")
-    ax.set(xlabel="confidence (top label)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    what = (
+        ("label probability", "share of gold labels")
+        if metrics.get("multi_label")
+        else ("confidence (top label)", "accuracy")
+    )
+    ax.set(xlabel=what[0], ylabel=what[1], xlim=(0, 1), ylim=(0, 1))
     ax.set_title(f"{title} reliability (ECE {metrics['ece']:.3f})")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -56,18 +67,34 @@ def _figures(metrics: dict[str, Any], title: str) -> dict[str, Any]:
     return figures
 
 
+def _per_label_figure(metrics: dict[str, Any], title: str) -> Any:
+    """Multi-label: each label's F1, most frequent label first, with its support."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted(metrics["per_class"].items(), key=lambda kv: -kv[1]["support"])
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(rows) + 1.5))
+    ax.barh([f"{label} ({row['support']})" for label, row in rows], [row["f1"] for label, row in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="F1", xlim=(0, 1))
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{title} per label (micro-F1 {metrics['micro_f1']:.3f}, macro-F1 {metrics['macro_f1']:.3f})")
+    fig.tight_layout()
+    return fig
+
+
+SCALARS = ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "fnc_score")
+MULTI_LABEL_SCALARS = ("micro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "label_cardinality")
+
+
 def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
     """Scalars as `{prefix}_<metric>` and `{prefix}_<metric>_<label>`; the metrics JSON, a per-class
-    table, confusion matrices (counts, normalised) and a reliability diagram as artifacts."""
+    table, confusion matrices (counts, normalised) and a reliability diagram as artifacts (multi-label:
+    a per-label F1 chart instead of the confusion matrices)."""
     import matplotlib.pyplot as plt
     import mlflow
     import pandas as pd
 
-    flat = {
-        f"{prefix}_{key}": metrics[key]
-        for key in ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "fnc_score")
-        if key in metrics
-    }
+    flat = {f"{prefix}_{key}": metrics[key] for key in (*SCALARS, *MULTI_LABEL_SCALARS) if key in metrics}
     flat[f"{prefix}_macro_f1_ci_low"], flat[f"{prefix}_macro_f1_ci_high"] = metrics["macro_f1_ci95"]
     for label, row in metrics["per_class"].items():
         for key in ("precision", "recall", "f1", "roc_auc", "pr_auc"):
@@ -76,18 +103,55 @@ def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
     mlflow.log_metrics(flat)
     mlflow.log_dict(metrics, f"{prefix}/metrics.json")
     table = pd.DataFrame([{"label": label, **row} for label, row in metrics["per_class"].items()])
+    if "thresholds" in metrics:
+        table["threshold"] = metrics["thresholds"]
     mlflow.log_table(table, f"{prefix}/per_class.json")
     for name, fig in _figures(metrics, prefix).items():
         mlflow.log_figure(fig, f"{prefix}/{name}.png")
         plt.close(fig)
 
 
+def multilabel_mistakes(
+    texts: list[str], y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds: list[float] | None
+) -> Any:
+    """Multi-label: the articles whose label set is wrong, the surest wrong call first (a label given at a
+    high probability that is not gold, or a gold label left out at a low one)."""
+    import pandas as pd
+
+    chosen = label_sets(probs, thresholds)
+    wrongness = np.where(chosen != y_true, np.where(chosen == 1, probs, 1 - probs), 0.0).max(axis=1)
+    wrong = np.flatnonzero((chosen != y_true).any(axis=1))
+    wrong = wrong[np.argsort(-wrongness[wrong], kind="stable")][:MISTAKES_SHOWN]
+
+    def names(row: np.ndarray, i: Any) -> str:
+        return " ".join(f"{labels[j]} ({probs[i, j]:.2f})" for j in np.flatnonzero(row))
+
+    rows = [
+        {
+            "row": int(i),
+            "gold": names(y_true[i], i),
+            "predicted": names(chosen[i], i),
+            "surest_error": round(float(wrongness[i]), 4),
+            "text": texts[i][:600],
+        }
+        for i in wrong
+    ]
+    return pd.DataFrame(rows, columns=["row", "gold", "predicted", "surest_error", "text"])
+
+
 def mistakes_table(
-    texts: list[str], pairs: list[str] | None, y_true: np.ndarray, probs: np.ndarray, labels: list[str]
+    texts: list[str],
+    pairs: list[str] | None,
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    thresholds: list[float] | None = None,
 ) -> Any:
     """The most confident wrong predictions, most confident first, with their text."""
     import pandas as pd
 
+    if y_true.ndim == 2:
+        return multilabel_mistakes(texts, y_true, probs, labels, thresholds)
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
     wrong = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:MISTAKES_SHOWN]
@@ -111,11 +175,17 @@ def mistakes_table(
 
 
 def log_mistakes(
-    texts: list[str], pairs: list[str] | None, y_true: np.ndarray, probs: np.ndarray, labels: list[str], prefix: str
+    texts: list[str],
+    pairs: list[str] | None,
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    prefix: str,
+    thresholds: list[float] | None = None,
 ) -> None:
     import mlflow
 
-    mlflow.log_table(mistakes_table(texts, pairs, y_true, probs, labels), f"{prefix}/mistakes.json")
+    mlflow.log_table(mistakes_table(texts, pairs, y_true, probs, labels, thresholds), f"{prefix}/mistakes.json")
 
 
 def log_dataset(df: Any, source: str, name: str, context: str) -> str:
@@ -136,5 +206,9 @@ def log_prepared_splits(dataset: Any, source: str, task: str) -> None:
             [c for c in ("pair", "text", "label") if c in dataset[split].column_names]
         )
         frame = frame.to_pandas()
-        frame["label"] = [dataset[split].features["label"].names[i] for i in frame["label"]]
+        feature = dataset[split].features["label"]
+        names = getattr(feature, "feature", feature).names
+        frame["label"] = [
+            " ".join(names[i] for i in y) if hasattr(feature, "feature") else names[y] for y in frame["label"]
+        ]
         log_dataset(frame, source, f"{task}-{split}", split)

@@ -65,8 +65,15 @@ def log_pyfunc(folder: Path, labels: list[str], registered_name: str | None) -> 
     from mlflow.types import ColSpec, Schema, TensorSpec
 
     example = pd.DataFrame({"text": ["Shares rose after the company reported record profits."]})
+    chosen = {"labels": [labels[0]]} if read_card(folder).multi_label else {}
     output = pd.DataFrame(
-        {"label": [labels[0]], "score": [1.0], **{f"prob_{label}": [0.0] for label in labels}, "error": ["no text"]}
+        {
+            "label": [labels[0]],
+            **chosen,
+            "score": [1.0],
+            **{f"prob_{label}": [0.0] for label in labels},
+            "error": ["no text"],
+        }
     )
     inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "text"), ColSpec("string", "title", required=False)]
     if read_card(folder).pair_column:  # the claim or target: optional, empty when left out
