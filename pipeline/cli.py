@@ -183,6 +183,8 @@ def train(
     t = r.test_metrics
     typer.echo(f"best epoch {r.best_epoch}: validation macro-F1 {r.val_macro_f1:.4f}")
     fnc = f", FNC-1 score {t['fnc_score']:.2f}" if "fnc_score" in t else ""
+    if t.get("multi_label"):
+        fnc = f", micro-F1 {t['micro_f1']:.4f}, samples-F1 {t['samples_f1']:.4f}, Hamming loss {t['hamming_loss']:.4f}"
     typer.echo(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f}{fnc} (n={t['n']})")
     per_class = ", ".join(f"{label} {row['f1']:.3f}" for label, row in t["per_class"].items())
     typer.echo(f"test F1 per class: {per_class}")
@@ -214,9 +216,10 @@ def baseline(config: ConfigOpt = None, set_: SetOpt = None, profile: ProfileOpt 
     from pipeline.stages.baseline import run_baseline
 
     r = run_baseline(_config(config, set_, profile))
+    micro = f", micro-F1 {r.test['micro_f1']:.4f}" if "micro_f1" in r.test else ""
     typer.echo(
         f"tfidf baseline (C={r.c:g}): validation macro-F1 {r.val['macro_f1']:.4f}, "
-        f"test macro-F1 {r.test['macro_f1']:.4f}; run {r.run_id}; {r.seconds:.0f} s"
+        f"test macro-F1 {r.test['macro_f1']:.4f}{micro}; run {r.run_id}; {r.seconds:.0f} s"
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import isolate, run_cli, synthetic_rows, write_csv
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
@@ -39,7 +40,8 @@ def run(data: Path, output: Path, task: str = "news_topic", **kwargs):
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path))
+    """The project home and the MLflow store in tmp_path (no configs/: init writes it)."""
+    isolate(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -190,3 +192,44 @@ def test_an_existing_output_is_kept_without_force(tmp_path):
     with pytest.raises(PipelineError, match="exists: give --force"):
         run(write(tmp_path, table()), output)
     assert output.read_text(encoding="utf-8") == "# my own config\n"
+
+
+def test_cli_writes_the_config_and_prints_the_next_commands(tmp_path):
+    data = write(tmp_path, table())
+    out = run_cli(tmp_path, "init", str(data), "--task", "news_topic", "--label-column", "label")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "configs" / "news_topic.yaml").is_file()
+    assert "pipeline train -c" in out.stdout and "pipeline predict -c" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["missing.csv", "--task", "news_topic", "--label-column", "label"],
+        ["news.csv", "--task", "news_topic", "--label-column", "topic"],
+        ["news.csv", "--task", "topic", "--label-column", "label"],
+        ["news.csv", "--task", "news_topic", "--label-column", "label", "--multi-label", "--label-separator", ";"],
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line_and_no_config(tmp_path, args):
+    write(tmp_path, table().assign(label=["a,b"] * 9 + ["b"] * 9))
+    out = run_cli(tmp_path, "init", *[str(tmp_path / a) if a.endswith(".csv") else a for a in args])
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr and not (tmp_path / "configs").exists()
+
+
+def test_a_new_task_leaves_the_topic_champion_as_it_was(trained_here, home, tiny_model_dir):
+    """init + train of a user's own task registers under its own name: `topic`'s champion stays."""
+    from pipeline.stages.train import train
+    from pipeline.tracking import store
+
+    _, topic = trained_here
+    data = write_csv(home / "own.csv", synthetic_rows(12, seed=5))
+    result = run(data, home / "configs" / "news_topic.yaml")
+    overrides = [f"model.name={tiny_model_dir}", "runtime.threads=1", "runtime.precision=fp32", "train.epochs=1"]
+    own = train(load_config(result.path, overrides), show_progress=False)
+    client = store.import_mlflow().MlflowClient()
+    assert own.model_uri is not None and own.model_uri.startswith("models:/news_topic/")
+    assert str(client.get_model_version_by_alias("topic", "champion").version) == topic.model_uri.rsplit("/", 1)[1]
+    assert client.get_model_version_by_alias("news_topic", "champion") is not None

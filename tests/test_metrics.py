@@ -78,10 +78,22 @@ def test_mistakes_table_lists_confident_errors_first():
 
 def test_paired_bootstrap_of_identical_models_is_zero():
     rng = np.random.default_rng(4)
-    y, p = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
-    assert paired_bootstrap(y, p, p, 3) == (0.0, 0.0)
-    low, _ = paired_bootstrap(y, p, y, 3)
+    one_hot = np.eye(3, dtype=np.int8)
+    y, p = one_hot[rng.integers(0, 3, 300)], one_hot[rng.integers(0, 3, 300)]
+    assert paired_bootstrap(y, p, p) == (0.0, 0.0)
+    low, _ = paired_bootstrap(y, p, y)
     assert low > 0, "a perfect challenger beats a random champion beyond the noise"
+
+
+def test_one_hot_resamples_give_the_confusion_matrix_macro_f1():
+    from pipeline.core.metrics import bootstrap_confusions, resample_indices, resampled_label_macro_f1
+
+    rng = np.random.default_rng(5)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    idx = resample_indices(200, samples=30)
+    by_confusion = macro_f1_from_confusion(bootstrap_confusions(y, p, 4, idx))
+    one_hot = np.eye(4, dtype=np.int8)
+    np.testing.assert_allclose(resampled_label_macro_f1(one_hot[y], one_hot[p], idx), by_confusion)
 
 
 def test_class_bias_recovers_a_rare_class_the_model_under_predicts():

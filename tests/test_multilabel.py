@@ -220,3 +220,16 @@ def test_multilabel_config_refuses_single_label_settings(home: Path, tiny_model_
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(PipelineError, match="label_separator"):
         load_config(path)
+
+
+def test_a_multi_label_head_starts_at_the_label_priors(tiny_model_dir: Path) -> None:
+    import torch
+
+    from pipeline.models.torch_backend import build_classifier
+    from pipeline.stages.optimise import set_prior_bias
+
+    model = build_classifier(str(tiny_model_dir), LABELS, 0.0, "cls", multi_label=True)
+    y = np.array([[1, 0, 0]] * 9 + [[1, 1, 0]], dtype=np.int8)
+    set_prior_bias(model, y)
+    np.testing.assert_allclose(torch.sigmoid(model.classifier.bias).detach().numpy(), [1 - 1e-4, 0.1, 1e-4], rtol=1e-4)
+    assert model.config.problem_type == "multi_label_classification"

@@ -263,20 +263,26 @@ def fit_thresholds(probs: np.ndarray, y_true: np.ndarray, how: str) -> list[floa
     return [float(t) for t in thresholds]
 
 
-def bootstrap_label_macro_f1(y_true: np.ndarray, chosen: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval of multi-label macro-F1 over resamples of the articles."""
-    if len(y_true) == 0:
-        return float("nan"), float("nan")
-    idx = resample_indices(len(y_true))
+def resampled_label_macro_f1(y_true: np.ndarray, chosen: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Macro-F1 of each resample `idx` [b, n] of the rows, from 0/1 gold and chosen labels (articles ×
+    labels; a single-label task's one-hot rows give its usual macro-F1)."""
     y, c = y_true.astype(bool), chosen.astype(bool)
     tp, total = (y & c).astype(np.int32), y.astype(np.int32) + c.astype(np.int32)
     scores = []
-    for i in range(0, len(idx), 50):
+    for i in range(0, len(idx), 50):  # in chunks: [50, n, k] at a time
         part = idx[i : i + 50]
         tps, totals = tp[part].sum(axis=1), total[part].sum(axis=1)  # [b, k]
         f1 = np.divide(2 * tps, totals, out=np.zeros(tps.shape), where=totals > 0)
         scores.append(f1.mean(axis=1))
-    low, high = np.percentile(np.concatenate(scores), [2.5, 97.5])
+    return np.concatenate(scores)
+
+
+def bootstrap_label_macro_f1(y_true: np.ndarray, chosen: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of multi-label macro-F1 over resamples of the articles."""
+    if len(y_true) == 0:
+        return float("nan"), float("nan")
+    scores = resampled_label_macro_f1(y_true, chosen, resample_indices(len(y_true)))
+    low, high = np.percentile(scores, [2.5, 97.5])
     return float(low), float(high)
 
 

@@ -89,6 +89,8 @@ def build_setup(
     multi_label = cfg.data.multi_label
     model = build_classifier(m.name, data.labels, m.attention_dropout, m.pooling, multi_label)
     fast_paths = apply_fast_paths(cfg, model, session)
+    if multi_label:
+        set_prior_bias(model, data.ys["train"][rows])
     train_pairs = data.pairs["train"]
     train_windows, train_y = training_windows(
         cfg,
@@ -141,6 +143,20 @@ def build_setup(
         epochs,
         fast_paths,
     )
+
+
+def set_prior_bias(model: Any, y: np.ndarray) -> None:
+    """A multi-label head starts at each label's training frequency (its bias the prior's log-odds; Lin et
+    al., 2017): at zero, every label starts at 0.5, and the first steps of binary cross-entropy over
+    dozens of mostly-absent labels push the whole encoder toward "no label", which it does not recover from."""
+    import torch
+
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear) or head.bias is None:
+        return
+    prior = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=head.bias.dtype))
 
 
 def apply_fast_paths(cfg: Config, model: Any, session: Session) -> dict[str, bool]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.labelled import label_indices
-from pipeline.core.metrics import bootstrap_confusions, compute_metrics, macro_f1_from_confusion, resample_indices
+from pipeline.core.labelled import gold_targets
+from pipeline.core.metrics import compute_metrics, resample_indices, resampled_label_macro_f1
 from pipeline.stages.evaluate import prepared_test_data
 from pipeline.tracking import store
 from pipeline.tracking.log import log_dataset, log_metrics
@@ -105,16 +105,12 @@ def render_runs(rows: list[dict[str, Any]]) -> None:
     Console(width=200).print(table)
 
 
-def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int) -> tuple[float, float]:
-    """95% interval of macro-F1(b) - macro-F1(a) over resamples of the rows, the same rows for both."""
+def paired_bootstrap(y_true: np.ndarray, chosen_a: np.ndarray, chosen_b: np.ndarray) -> tuple[float, float]:
+    """95% interval of macro-F1(b) - macro-F1(a) over resamples of the rows, the same rows for both;
+    gold and chosen labels as 0/1 (rows × labels), so single- and multi-label tasks alike."""
     idx = resample_indices(len(y_true))
-    diffs = []
-    for start in range(0, len(idx), 100):
-        chunk = idx[start : start + 100]
-        f1_a = macro_f1_from_confusion(bootstrap_confusions(y_true, pred_a, k, chunk))
-        f1_b = macro_f1_from_confusion(bootstrap_confusions(y_true, pred_b, k, chunk))
-        diffs.append(f1_b - f1_a)
-    low, high = np.percentile(np.concatenate(diffs), [2.5, 97.5])
+    diffs = resampled_label_macro_f1(y_true, chosen_b, idx) - resampled_label_macro_f1(y_true, chosen_a, idx)
+    low, high = np.percentile(diffs, [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -149,7 +145,7 @@ def promote(cfg: Config, dry_run: bool = False) -> Promotion:
     data = prepared_test_data(cfg)
     r = cfg.runtime
     scored: dict[str, dict[str, Any]] = {}
-    preds = {}
+    chosen = {}
     labels: list[str] = []
     for alias, version in versions.items():
         clf, _ = load_registered(f"models:/{name}/{version}", name, r.device, r.precision, r.threads)
@@ -157,10 +153,12 @@ def promote(cfg: Config, dry_run: bool = False) -> Promotion:
         if set(clf.labels) != set(labels):
             raise PipelineError(f"champion and challenger of {name!r} have different labels: they cannot be compared")
         probs = clf.predict_proba(data.texts, data.pairs)
-        scored[alias] = compute_metrics(label_indices(data.labels, clf.labels), probs, clf.labels)
-        preds[alias] = np.asarray([labels.index(clf.labels[i]) for i in probs.argmax(axis=1)])
-    y, k = label_indices(data.labels, labels), len(labels)
-    low, high = paired_bootstrap(y, preds[CHAMPION], preds[CHALLENGER], k)
+        scored[alias] = compute_metrics(gold_targets(data, clf.labels), probs, clf.labels, clf.decision.thresholds)
+        order = [clf.labels.index(label) for label in labels]  # both models' columns in one label order
+        chosen[alias] = clf.decision.chosen(probs)[:, order]
+    y = gold_targets(data, labels)
+    y = y if y.ndim == 2 else np.eye(len(labels), dtype=np.int8)[y]
+    low, high = paired_bootstrap(y, chosen[CHAMPION], chosen[CHALLENGER])
     difference = scored[CHALLENGER]["macro_f1"] - scored[CHAMPION]["macro_f1"]
     promoted = low > 0 and not dry_run
     with mlflow.start_run(run_name=f"promote-{name}"):
