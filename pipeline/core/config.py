@@ -173,6 +173,7 @@ class BaselineConfig(Strict):
     ngram_max: int = Field(ge=1, le=3)
     c_grid: list[float] = Field(min_length=1)
     solver: Literal["lbfgs", "saga", "liblinear"]
+    class_weight: Literal["none", "balanced"]  # balanced: each class (each label's positives) weighted by its rarity
 
 
 class MlflowConfig(Strict):

@@ -84,7 +84,8 @@ def fit_tfidf(
     x_val = vectorizer.transform(val_texts)
 
     def fit(c: float) -> Any:
-        linear = LogisticRegression(C=c, solver=settings.solver, max_iter=2000, random_state=seed)
+        weight = None if settings.class_weight == "none" else settings.class_weight
+        linear = LogisticRegression(C=c, solver=settings.solver, class_weight=weight, max_iter=2000, random_state=seed)
         return (OneVsRestClassifier(linear) if multi_label else linear).fit(x_train, y_train)
 
     # each C is fitted once and the chosen model kept: fitting it again only repeated the work

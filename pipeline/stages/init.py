@@ -119,6 +119,7 @@ def init_config(
         "patience": 2 if multi_label else 1,
         "output_dir": f"models/{task}",
         "solver": "liblinear" if multi_label else "saga",  # one-vs-rest binary problems
+        "class_weight": "balanced" if multi_label else "none",  # rare labels: their positives weigh more
         "experiment": task,
         "registered_model": task,
     }
