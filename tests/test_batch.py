@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from test_train_tiny import run_cli
+from conftest import run_cli
 
 from pipeline.core.errors import PipelineError
 from pipeline.stages.batch import Columns, batch_local, scorers

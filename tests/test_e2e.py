@@ -6,8 +6,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SHARED_DATA, isolate, make_config
-from test_train_tiny import run_cli
+from conftest import ROOT, SHARED_DATA, isolate, make_config, run_cli
 
 # one worker runs them all (`--dist loadgroup`), so the MiniLM topic model is trained once
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("minilm")]

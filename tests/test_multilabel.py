@@ -233,3 +233,19 @@ def test_a_multi_label_head_starts_at_the_label_priors(tiny_model_dir: Path) -> 
     set_prior_bias(model, y)
     np.testing.assert_allclose(torch.sigmoid(model.classifier.bias).detach().numpy(), [1 - 1e-4, 0.1, 1e-4], rtol=1e-4)
     assert model.config.problem_type == "multi_label_classification"
+
+
+def test_batch_writes_a_multilabel_models_label_sets(trained_multilabel, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipeline.stages.batch import Columns, Scorer, batch_local
+
+    _, cfg, result = trained_multilabel
+    frame = pd.DataFrame({"id": ["a", "b"], "text": ["shares bank market " * 6 + "team goal league " * 6, ""]})
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    jobs = [Scorer("topic", str(result.model_dir), probabilities=True)]
+    r = batch_local([str(tmp_path / "in.csv")], str(tmp_path / "out"), Columns(), jobs, cfg.runtime, 8, False)
+    out = pd.read_parquet(tmp_path / "out").set_index("id")
+    assert r.rows == 2 and r.errors == 1
+    assert set(out.loc["a", "topic_labels"].split("|")) == {"business", "sport"}
+    assert {f"topic_prob_{label}" for label in LABELS} <= set(out.columns)

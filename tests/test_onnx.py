@@ -8,8 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import synthetic_rows, torch_predictor
-from test_train_tiny import run_cli
+from conftest import run_cli, synthetic_rows, torch_predictor
 
 from pipeline.core.errors import PipelineError
 from pipeline.models.loading import load_model, load_torch, save_model

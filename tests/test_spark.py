@@ -8,8 +8,8 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 from test_batch import ARTICLES, table, values
-from test_train_tiny import run_cli
 
 from pipeline.stages.batch import Columns, batch_local, batch_spark, scorers
 

@@ -99,8 +99,7 @@ def test_two_stage_training_round_trips_with_its_gate(home, tiny_model_dir):
 
 
 def test_predict_and_evaluate_claims_through_the_cli(home, tiny_model_dir):
-    from conftest import make_config, synthetic_rows, write_csv
-    from test_train_tiny import run_cli
+    from conftest import make_config, run_cli, synthetic_rows, write_csv
 
     topic_cfg = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(10)))
     train(load_config(topic_cfg), show_progress=False)

@@ -6,8 +6,7 @@ import random
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, make_config, synthetic_rows, write_csv, write_test_config
-from test_train_tiny import run_cli
+from conftest import ROOT, make_config, run_cli, synthetic_rows, write_csv, write_test_config
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError

@@ -9,8 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import make_config, synthetic_rows, write_csv
-from test_train_tiny import run_cli
+from conftest import make_config, run_cli, synthetic_rows, write_csv
 
 from pipeline.core.config import BaselineConfig, load_config
 from pipeline.models.tfidf import (
