@@ -72,10 +72,8 @@ def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[
     return float(low), float(high)
 
 
-def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
-    """Top-label reliability: per equal-width confidence bin, its count, mean confidence and accuracy."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
+def reliability_bins(confidence: np.ndarray, hit: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    """Per equal-width bin of `confidence`: its count, mean confidence and share of hits."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     out = []
@@ -88,10 +86,15 @@ def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int = CALIBRAT
                 "high": float(edges[b + 1]),
                 "n": n,
                 "confidence": float(confidence[mask].mean()) if n else float("nan"),
-                "accuracy": float(correct[mask].mean()) if n else float("nan"),
+                "accuracy": float(hit[mask].mean()) if n else float("nan"),
             }
         )
     return out
+
+
+def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    """Top-label reliability: per equal-width confidence bin, its count, mean confidence and accuracy."""
+    return reliability_bins(probs.max(axis=1), probs.argmax(axis=1) == y_true, bins)
 
 
 def expected_calibration_error(bins: list[dict[str, float]]) -> float:
@@ -290,23 +293,7 @@ def binary_calibration_bins(
     y_true: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
     """Reliability of every (article, label) probability: per bin, mean probability and share of gold labels."""
-    p, y = probs.ravel(), y_true.ravel()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
-    out = []
-    for b in range(bins):
-        mask = which == b
-        n = int(mask.sum())
-        out.append(
-            {
-                "low": float(edges[b]),
-                "high": float(edges[b + 1]),
-                "n": n,
-                "confidence": float(p[mask].mean()) if n else float("nan"),
-                "accuracy": float(y[mask].mean()) if n else float("nan"),
-            }
-        )
-    return out
+    return reliability_bins(probs.ravel(), y_true.ravel(), bins)
 
 
 def multilabel_metrics(
