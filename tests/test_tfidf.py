@@ -33,7 +33,7 @@ SENTENCES = [
     ("Internet users complained about the phone software update", "tech"),
     ("A faster chip for the phone: users and software makers cheer", "tech"),
 ]
-SETTINGS = BaselineConfig(max_features=1000, ngram_max=2, c_grid=[0.3, 3.0], solver="saga")
+SETTINGS = BaselineConfig(max_features=1000, ngram_max=2, c_grid=[0.3, 3.0], solver="saga", class_weight="none")
 
 
 def fitted_on(rows, labels):
