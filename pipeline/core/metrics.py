@@ -104,20 +104,38 @@ def expected_calibration_error(bins: list[dict[str, float]]) -> float:
     return float(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["n"]) / total)
 
 
-def _per_class_auc(y_true: np.ndarray, probs: np.ndarray, k: int) -> tuple[list[float | None], list[float | None]]:
+def _per_class_auc(positives: np.ndarray, probs: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """ROC-AUC and PR-AUC of each column of `probs` against the 0/1 column of `positives` (None where one
+    value only is present: undefined)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     roc: list[float | None] = []
     pr: list[float | None] = []
-    for i in range(k):
-        positive = y_true == i
-        if positive.all() or not positive.any():  # undefined with one class present
+    for j in range(positives.shape[1]):
+        positive = positives[:, j] == 1
+        if positive.all() or not positive.any():
             roc.append(None)
             pr.append(None)
             continue
-        roc.append(float(roc_auc_score(positive, probs[:, i])))
-        pr.append(float(average_precision_score(positive, probs[:, i])))
+        roc.append(float(roc_auc_score(positive, probs[:, j])))
+        pr.append(float(average_precision_score(positive, probs[:, j])))
     return roc, pr
+
+
+def per_class_table(labels: list[str], *columns: Any) -> dict[str, dict[str, Any]]:
+    """{label: precision, recall, f1, support, roc_auc, pr_auc} from those six per-class columns."""
+    p, r, f, s, roc, pr = columns
+    return {
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+            "roc_auc": roc[i],
+            "pr_auc": pr[i],
+        }
+        for i, label in enumerate(labels)
+    }
 
 
 def compute_metrics(
@@ -135,7 +153,7 @@ def compute_metrics(
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=index, zero_division=0)
     cm = confusion_matrix(y_true, y_pred, labels=index)
     row_sums = cm.sum(axis=1, keepdims=True)
-    roc, pr = _per_class_auc(y_true, probs, k)
+    roc, pr = _per_class_auc(np.eye(k, dtype=np.int8)[y_true], probs)
     bins = calibration_bins(y_true, probs)
     low, high = bootstrap_macro_f1(y_true, y_pred, k)
     clipped = np.clip(probs, 1e-12, 1.0)
@@ -150,17 +168,7 @@ def compute_metrics(
         if len(y_true)
         else float("nan"),
         "ece": expected_calibration_error(bins),
-        "per_class": {
-            label: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(s[i]),
-                "roc_auc": roc[i],
-                "pr_auc": pr[i],
-            }
-            for i, label in enumerate(labels)
-        },
+        "per_class": per_class_table(labels, p, r, f, s, roc, pr),
         "confusion_matrix": cm.tolist(),
         "confusion_matrix_normalized": np.divide(
             cm, row_sums, out=np.zeros(cm.shape, dtype=np.float64), where=row_sums > 0
@@ -305,7 +313,7 @@ def multilabel_metrics(
     y = y_true.astype(np.int8)
     chosen = label_sets(probs, thresholds)
     p, r, f, s = precision_recall_fscore_support(y, chosen, zero_division=0)
-    roc, pr = _per_label_auc(y, probs)
+    roc, pr = _per_class_auc(y, probs)
     bins = binary_calibration_bins(y, probs)
     empty = len(y) == 0
 
@@ -327,34 +335,8 @@ def multilabel_metrics(
         "predicted_label_cardinality": float(chosen.sum(axis=1).mean()) if not empty else float("nan"),
         "log_loss": float("nan") if empty else binary_log_loss(y, probs),
         "ece": expected_calibration_error(bins),
-        "per_class": {
-            label: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(s[i]),
-                "roc_auc": roc[i],
-                "pr_auc": pr[i],
-            }
-            for i, label in enumerate(labels)
-        },
+        "per_class": per_class_table(labels, p, r, f, s, roc, pr),
         "thresholds": [float(t) for t in (thresholds if thresholds is not None else [0.5] * len(labels))],
         "calibration_bins": bins,
         "labels": labels,
     }
-
-
-def _per_label_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[float | None], list[float | None]]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    roc: list[float | None] = []
-    pr: list[float | None] = []
-    for j in range(y_true.shape[1]):
-        positive = y_true[:, j] == 1
-        if positive.all() or not positive.any():
-            roc.append(None)
-            pr.append(None)
-            continue
-        roc.append(float(roc_auc_score(positive, probs[:, j])))
-        pr.append(float(average_precision_score(positive, probs[:, j])))
-    return roc, pr
