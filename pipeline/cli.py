@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ ProfileOpt = Annotated[
     str | None, typer.Option("--profile", help="A named set of overrides from the config's `profiles` section.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 ModelOpt = Annotated[
     str | None, typer.Option(help="models:/NAME@ALIAS, runs:/..., or a folder (default: the champion).")
 ]
@@ -244,8 +246,10 @@ def evaluate(
         ),
     ] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on the test split or a labelled file, as an MLflow run."""
+    from pipeline.core import progress
     from pipeline.core.labelled import extra_test_data, load_eval_file, parse_label_map
     from pipeline.stages.evaluate import evaluate as run_evaluate
     from pipeline.stages.evaluate import prepared_test_data, split_by_seen_targets
@@ -262,11 +266,13 @@ def evaluate(
             )
         ]
     else:
-        sets = extra_test_data(cfg) if unseen_targets else [prepared_test_data(cfg)]
+        sets = extra_test_data(cfg) if unseen_targets else [prepared_test_data(cfg).mapped(parse_label_map(label_map))]
     if unseen_targets:
         sets = [part for s in sets for part in split_by_seen_targets(cfg, s).values()]
+    _set_quiet(quiet)
     for eval_data in sets:
-        r = run_evaluate(cfg, model, eval_data)
+        with progress.reporting(f"evaluate {eval_data.name}", len(eval_data.texts), counts_texts=True):
+            r = run_evaluate(cfg, model, eval_data)
         if as_json:
             _echo_json(r.summary() | ({"data": r.data_name} if len(sets) > 1 else {}))
             continue
@@ -293,6 +299,7 @@ def zeroshot(
         bool, typer.Option(help="Register the zero-shot model (zeroshot.registered_model) for predict.")
     ] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Classify with labels never trained on; evaluated and logged like `evaluate`, beside the fine-tuned runs."""
     from pipeline.core.labelled import load_eval_file, parse_label_map
@@ -304,7 +311,8 @@ def zeroshot(
         columns = [c.strip() for c in text_column.split(",") if c.strip()]
         eval_data = load_eval_file(data, columns, label_column, parse_label_map(label_map), pair_column)
     label_list = labels.split(",") if labels is not None else None
-    r = run_zeroshot(cfg, eval_data, label_list, register=register)
+    _set_quiet(quiet)
+    r = run_zeroshot(cfg, eval_data, label_list, register=register, label_map=parse_label_map(label_map))
     if as_json:
         _echo_json(r.evaluation.summary())
         return
@@ -366,22 +374,30 @@ def predict(
     ] = False,
     target_model: TargetModelOpt = None,
     claim_model: ClaimModelOpt = None,
+    stdin: Annotated[
+        str,
+        typer.Option(
+            "--stdin", help="How to read `-`: auto (JSONL when its first line is a JSON object), text, jsonl."
+        ),
+    ] = "auto",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Label articles with the registered champion model; `--claim` adds the stance toward each claim."""
-    from pipeline.stages.predict import predict as run_predict
-    from pipeline.stages.predict import render_table
-    from pipeline.text.articles import given_names, read_inputs
+    """Label articles with the registered champion model; `--claim` adds the stance toward each claim.
+    An input that cannot be read is reported (stderr, and `"error"` in the JSON) and the others are
+    scored; the exit code is 2 only when no input could be scored."""
+    from pipeline.stages.predict import predict_stream
+    from pipeline.text.articles import given_names, iter_inputs, unless_all_bad
 
+    _set_quiet(quiet)
     cfg = _config(config or (_default_zeroshot_config() if zero_shot else None), set_, profile)
-    articles = read_inputs(paths)
     classifier = None
     if zero_shot:
         from pipeline.models.zeroshot import build_zeroshot
 
         classifier = build_zeroshot(cfg)
-    results = run_predict(
-        articles,
+    results = predict_stream(
+        unless_all_bad(iter_inputs(paths, stdin)),
         model,
         cfg.task,
         cfg.mlflow.registered_model,
@@ -394,11 +410,59 @@ def predict(
         target_model_ref=target_model,
         classifier=classifier,
     )
-    if as_json:
+    _write_predictions(results, cfg.task, as_json, _count_inputs(paths))
+
+
+def _write_predictions(results: Iterator[dict[str, Any]], task: str, as_json: bool, total: int | None) -> None:
+    """Each result as it comes (JSON lines) or a table at the end; bad inputs on stderr; exit 2 when
+    nothing could be scored."""
+    from pipeline.core import progress
+    from pipeline.stages.predict import render_table
+
+    rows: list[dict[str, Any]] = []
+    bad = good = 0
+    with progress.reporting("predict", total):
         for r in results:
-            _echo_json(r)
-    else:
-        render_table(results, cfg.task)
+            if "error" in r:
+                bad += 1
+                typer.echo(f"error: {r['error']}", err=True)
+            else:
+                good += 1
+                if "truncated_at_chars" in r:
+                    read = r["truncated_at_chars"]
+                    typer.echo(f"note: {r['source']}: longer than {read:,} characters, read that far", err=True)
+            if as_json:
+                _echo_json(r)
+            elif "error" not in r:
+                rows.append(r)
+    if rows:
+        render_table(rows, task)
+    if not good:  # each bad input has had its line; more than one get a summary
+        if bad > 1:
+            typer.echo(f"error: none of the {bad} inputs could be scored", err=True)
+        raise typer.Exit(2)
+    if bad:
+        typer.echo(f"note: {good} of {good + bad} inputs scored, {bad} could not be read (above)", err=True)
+
+
+def _count_inputs(paths: list[str]) -> int | None:
+    """How many articles `paths` hold, where that is known without reading them (no JSONL, no stdin)."""
+    total = 0
+    for name in paths:
+        path = Path(name)
+        if name == "-" or name.lower().endswith(".jsonl"):
+            return None
+        total += sum(1 for _ in path.glob("*.txt")) if path.is_dir() else 1
+    return total
+
+
+def _set_quiet(quiet: bool) -> None:
+    if quiet:
+        import os
+
+        from pipeline.core.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
 
 
 @app.command()
@@ -624,10 +688,35 @@ def _first_line(err: BaseException) -> str:
 
 
 def main() -> None:
+    # typer ships its own click; its usage errors would print a multi-line panel, we print one line
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = typer.main.get_command(app).main(prog_name="pipeline", standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        typer.echo(err.ctx.get_help() if err.ctx else "pipeline --help", err=True)
+        sys.exit(2)
+    except UsageError as err:  # a wrong option or argument
+        command = err.ctx.command_path if err.ctx else "pipeline"
+        typer.echo(f"error: {err.format_message().splitlines()[0]} (see `{command} --help`)", err=True)
+        sys.exit(2)
+    except ClickException as err:
+        typer.echo(f"error: {err.format_message().splitlines()[0]}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except PipelineError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except BrokenPipeError:  # `pipeline predict ... | head`: the reader has what it wanted
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as err:  # the machine, not the code: a full disk, a file that went away, no permission
+        from pipeline.core.io import os_reason
+
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"error: {where}{os_reason(err)}", err=True)
         sys.exit(2)
     except Exception as err:
         from pipeline.tracking.store import store_errors
@@ -636,6 +725,4 @@ def main() -> None:
             raise
         typer.echo(f"error: the MLflow store failed: {_first_line(err)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

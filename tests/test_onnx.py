@@ -114,22 +114,21 @@ def test_export_refuses_a_model_that_disagrees(trained, tmp_path, monkeypatch):
     assert json.loads((folder / "pipeline.json").read_text())["onnx"] is None
 
 
-def test_a_zero_shot_model_is_not_exported_but_says_why(tmp_path):
+def test_an_nli_zero_shot_model_is_not_exported_but_says_why(tmp_path):
     (tmp_path / "pipeline.json").write_text(
         json.dumps(
             {
-                "kind": "zeroshot-embedding",
+                "kind": "zeroshot-nli",
                 "labels": ["a", "b"],
                 "max_length": 64,
                 "stride": 16,
                 "max_windows": 1,
-                "temperature": 0.05,
-                "phrasings": {"a": ["a"], "b": ["b"]},
-                "pooling": "mean",
+                "nli_model": "some/nli",
+                "hypothesis_template": "This is about {}.",
             }
         )
     )
-    with pytest.raises(PipelineError, match="only fine-tuned models"):
+    with pytest.raises(PipelineError, match="runs on PyTorch only and cannot be exported yet"):
         export_onnx(tmp_path, False, ["x"], None)
 
 

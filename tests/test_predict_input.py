@@ -46,7 +46,7 @@ def test_folder_jsonl_and_stdin(tmp_path, monkeypatch):
     jsonl.write_text(json.dumps({"text": "From jsonl.", "id": 7}) + "\n\n")
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("From stdin."))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"From stdin.")))
     articles = read_inputs([str(folder), str(jsonl), "-"])
     assert [a.text for a in articles] == ["First article.", "Second article.", "From jsonl.", "From stdin."]
     assert articles[2].metadata == {"id": 7}

@@ -173,7 +173,11 @@ def test_zeroshot_cli_logs_beside_finetuned_runs_registers_and_predicts(zs_confi
     by_registry = run_cli(home, "predict", *c, "--no-stance", "--json", str(article))
     built = run_cli(home, "predict", *c, "--zero-shot", "--no-stance", "--json", str(article))
     assert by_registry.returncode == 0 and built.returncode == 0, by_registry.stderr + built.stderr
-    assert json.loads(by_registry.stdout)["topic"] == json.loads(built.stdout)["topic"]
+    # registered with its ONNX export (int8 where it keeps the labels): the torch-built label, near its scores
+    onnx, torch = json.loads(by_registry.stdout)["topic"], json.loads(built.stdout)["topic"]
+    assert onnx["label"] == torch["label"]
+    assert all(abs(onnx["scores"][k] - torch["scores"][k]) < 0.01 for k in LABELS)
+    assert run.data.tags["onnx"] in ("model.int8.onnx", "model.onnx")
 
     custom = run_cli(home, "zeroshot", *c, "--labels", "sport,tech", "--json")
     assert custom.returncode == 2 and "labels the model does not know: business" in custom.stderr
@@ -237,3 +241,21 @@ def test_unseen_targets_are_those_the_training_data_never_mentions(home, tiny_mo
     assert parts["unseen"].name == "set-unseen-targets"
     with pytest.raises(PipelineError, match="no target column"):
         split_by_seen_targets(cfg, EvalData(["x"], ["business"], "file", "set"))
+
+
+def test_an_exported_embedding_model_runs_on_onnx_with_the_torch_labels(zs_config, tmp_path):
+    from pipeline.models.onnx_backend import OnnxEmbeddingBackend
+    from pipeline.stages.export import export_onnx
+
+    folder = tmp_path / "zs"
+    folder.mkdir()
+    save_model(build_zeroshot(load_config(zs_config)), folder)
+    texts = [" ".join(WORDS[label].split()[i : i + 4]) for label in LABELS for i in range(4)]
+    report = export_onnx(folder, False, texts, None)
+    assert report.agreement == 1.0 and report.max_prob_diff < 1e-4
+    onnx = load_model(folder, "cpu")
+    assert isinstance(onnx.backend, OnnxEmbeddingBackend)
+    from pipeline.models.loading import load_torch
+
+    torch_probs = load_torch(folder, "cpu", "fp32").predict_proba(texts)
+    np.testing.assert_allclose(onnx.predict_proba(texts), torch_probs, atol=1e-4)

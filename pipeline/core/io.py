@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -40,12 +41,19 @@ def file_digest(path: Path) -> str:
 
 
 def check_readable_file(path: Path) -> None:
-    if not path.exists():
-        raise PipelineError(f"file not found: {path}")
-    if not path.is_file():
-        raise PipelineError(f"not a file: {path}")
-    if path.stat().st_size == 0:
-        raise PipelineError(f"file is empty: {path}")
+    try:
+        if not path.exists():
+            raise PipelineError(f"file not found: {path}")
+        if path.is_dir():
+            raise PipelineError(f"{path} is a folder, not a file")
+        if not path.is_file():
+            raise PipelineError(f"not a file: {path}")
+        if path.stat().st_size == 0:
+            raise PipelineError(f"file is empty: {path}")
+        if not os.access(path, os.R_OK):
+            raise PipelineError(f"cannot read {path}: permission denied")
+    except OSError as err:
+        raise PipelineError(f"cannot read {path}: {os_reason(err)}") from None
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -54,6 +62,9 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
 
     check_readable_file(path)
     name = path.name.lower()
+    if name.endswith((".csv", ".jsonl", ".json")):  # text tables: UTF-16 and binary files named as such
+        with path.open("rb") as f:
+            decode_text(f.read(8192), str(path), final=False)
     try:
         if name.endswith((".csv", ".csv.gz")):
             df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
@@ -102,14 +113,52 @@ def join_text_columns(df: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 def read_text_file(path: Path) -> str:
+    return read_text_prefix(path, None)[0]
+
+
+def read_text_prefix(path: Path, max_chars: int | None) -> tuple[str, bool]:
+    """The file's text, at most `max_chars` of it (None: all), and whether there was more. Reads at
+    most 4 bytes a character, so a huge file costs no more memory than its prefix."""
     check_readable_file(path)
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise PipelineError(f"{path} is a binary file, not text")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PipelineError(f"{path} is not UTF-8 text") from None
+        with path.open("rb") as f:
+            data = f.read(-1 if max_chars is None else 4 * max_chars + 4)
+            more = max_chars is not None and f.read(1) != b""
+    except OSError as err:
+        raise PipelineError(f"cannot read {path}: {os_reason(err)}") from None
+    text = decode_text(data, str(path), final=not more)
+    if max_chars is not None and len(text) > max_chars:
+        return text[:max_chars], True
+    return text, more
+
+
+def decode_text(data: bytes, source: str, final: bool = True) -> str:
+    """UTF-8 bytes as text (a byte-order mark dropped); `final=False`: a character cut at the end is
+    left out. One-line errors name UTF-16, binary data and other encodings."""
+    head = data[:8192]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(head):
+        raise PipelineError(f"{source} is UTF-16 text: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)")
+    if b"\x00" in head:
+        raise PipelineError(f"{source} is a binary file, not text")
+    try:
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=final)
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{source} is not UTF-8 text (invalid byte at offset {err.start})") from None
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """ASCII-range text in UTF-16 without a byte-order mark: a zero byte in every other position."""
+    if len(head) < 8:
+        return False
+    pairs = len(head) // 2
+    zeros_odd = head[1::2].count(0)
+    zeros_even = head[0::2].count(0)
+    return max(zeros_odd, zeros_even) > 0.8 * pairs and min(zeros_odd, zeros_even) < 0.1 * pairs
+
+
+def os_reason(err: OSError) -> str:
+    """An OS error as a user reads it: "permission denied", "is a directory", "no space left on device"."""
+    return (err.strerror or type(err).__name__).lower()
 
 
 @contextmanager

@@ -33,6 +33,16 @@ class EvalData:
             label_sets=[self.label_sets[i] for i in rows] if self.label_sets is not None else None,
         )
 
+    def mapped(self, label_map: dict[str, str]) -> EvalData:
+        """The same rows with their gold labels renamed by `label_map` (--label-map data_label=model_label)."""
+        if not label_map:
+            return self
+        sets = (
+            [list(dict.fromkeys(label_map.get(y, y) for y in s)) for s in self.label_sets] if self.label_sets else None
+        )
+        labels = [", ".join(s) for s in sets] if sets is not None else [label_map.get(y, y) for y in self.labels]
+        return EvalData(self.texts, labels, self.source, self.name, self.pairs, self.digest, sets)
+
 
 def split_labels(cell: str, separator: str, label_map: dict[str, str]) -> list[str]:
     """The labels of one multi-label cell, mapped, in order, each once."""

@@ -1,6 +1,7 @@
 """One predictor for every kind of model: a backend that turns windows into logits, and the Decision after it.
 
-Each text is tokenised once: the windows the backend reads are the ones the Decision counts.
+Each text is tokenised once: the windows the backend reads are the ones the Decision counts. Long
+lists are scored in chunks, so a stage's progress moves and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.core import progress
 from pipeline.models.card import ModelCard
 from pipeline.models.decision import Decision
 from pipeline.text.windows import Windows, windows_per_text
+
+CHUNK_TEXTS = 512  # texts scored in one pass of the backend
 
 
 class Backend(Protocol):
@@ -50,6 +54,16 @@ class Predictor:
             settings = [(self.decision.temperature, how) for how in combines]
         if not texts:
             return [np.zeros((0, len(self.labels))) for _ in settings]
+        parts = []
+        for start in range(0, len(texts), CHUNK_TEXTS):
+            chunk = texts[start : start + CHUNK_TEXTS]
+            parts.append(self._chunk_proba(chunk, pairs[start : start + CHUNK_TEXTS] if pairs else None, settings))
+            progress.advance_texts(len(chunk))
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(settings))]
+
+    def _chunk_proba(
+        self, texts: list[str], pairs: list[str] | None, settings: list[tuple[float, str | None]]
+    ) -> list[np.ndarray]:
         route = self.decision.route(texts, pairs)
         logits, windows = np.zeros((0, len(self.labels))), Windows.empty()
         if len(route.rows):  # else the gate or the TF-IDF model answered every text

@@ -29,6 +29,7 @@ from pipeline.models.decision import Decision
 from pipeline.models.predictor import Predictor
 from pipeline.models.runtime import load_tokenizer, pick_device, pick_precision, resolve_model_name, set_threads
 from pipeline.models.torch_backend import run_windows
+from pipeline.models.weights import load_tokenizer_from, load_weights
 from pipeline.text.windows import Windows, WindowSettings, encode_windows
 
 if TYPE_CHECKING:
@@ -61,12 +62,12 @@ def with_pairs(texts: list[str], pairs: list[str] | None) -> list[str]:
     return [f"{p}\n\n{t}" if p else t for t, p in zip(texts, pairs, strict=True)]
 
 
-def _mean_by_owner(rows: np.ndarray, owner: list[int], n: int) -> np.ndarray:
+def mean_by_owner(rows: np.ndarray, owner: list[int], n: int) -> np.ndarray:
     owners = np.asarray(owner)
     return np.stack([rows[owners == i].mean(axis=0) for i in range(n)]) if n else np.zeros((0, rows.shape[1]))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
     return np.asarray(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
 
 
@@ -96,7 +97,7 @@ class EmbeddingBackend:
         settings = WindowSettings(max_length=zcfg.max_length, stride=zcfg.stride, max_windows=max_windows)
         precision = pick_precision(runtime.precision, device)
         backend = cls(encoder, tokenizer, settings, np.zeros((0, 0)), device, precision, runtime.eval_batch_size)
-        backend.prototypes = np.stack([_normalise(backend.embed(p).mean(axis=0)) for p in phrasings.values()])
+        backend.prototypes = np.stack([normalise(backend.embed(p).mean(axis=0)) for p in phrasings.values()])
         return backend
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -111,7 +112,7 @@ class EmbeddingBackend:
         width = int(self.encoder.config.hidden_size)
         pad_id = int(self.tokenizer.pad_token_id or 0)
         vectors = run_windows(mean_tokens, windows, width, pad_id, self.batch_size, self.device, self.precision)
-        return _normalise(_mean_by_owner(_normalise(vectors), windows.owner, len(texts)))
+        return normalise(mean_by_owner(normalise(vectors), windows.owner, len(texts)))
 
     def windows(self, texts: list[str], pairs: list[str] | None) -> Windows:
         return encode_windows(self.tokenizer, with_pairs(texts, pairs), None, self.settings)
@@ -129,16 +130,16 @@ class EmbeddingBackend:
 
     @classmethod
     def load(cls, folder: Path, card: ModelCard, device: str, precision: str, batch_size: int) -> EmbeddingBackend:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         dev = pick_device(device)
         pooling = card.zeroshot.pooling if card.zeroshot else "mean"
         settings = card.windows if pooling == "mean" else card.windows.model_copy(update={"max_windows": 1})
         return cls(
-            AutoModel.from_pretrained(folder).to(dev).eval(),
-            AutoTokenizer.from_pretrained(folder),
+            load_weights(AutoModel, folder).to(dev).eval(),
+            load_tokenizer_from(folder),
             settings,
-            np.load(folder / PROTOTYPES),
+            np.load(folder / PROTOTYPES, allow_pickle=False),
             dev,
             pick_precision(precision, dev),
             batch_size,

@@ -1,4 +1,5 @@
-"""Stage 7, export: an ONNX copy (optionally dynamic int8) of a fine-tuned model, kept in its model folder.
+"""Stage 7, export: an ONNX copy (optionally dynamic int8) of a fine-tuned model, or of a zero-shot
+embedding model's encoder, kept in its model folder.
 
 `predict` and `evaluate` then run it with ONNX Runtime and the `tokenizers` library, without
 importing torch or transformers. The export is checked on the task's validation articles: the
@@ -20,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import PipelineError
-from pipeline.models.card import write_card
+from pipeline.models.card import EMBEDDING, write_card
 from pipeline.models.loading import load_torch
-from pipeline.models.onnx_backend import OnnxBackend
-from pipeline.models.predictor import Predictor
+from pipeline.models.onnx_backend import OnnxBackend, OnnxEmbeddingBackend
+from pipeline.models.predictor import Backend, Predictor
 from pipeline.models.tfidf import fit_tfidf_first, tfidf_texts
 from pipeline.models.torch_backend import TorchBackend
+from pipeline.models.zeroshot import EmbeddingBackend
 
 ONNX_FP32, ONNX_INT8 = "model.onnx", "model.int8.onnx"
 MIN_AGREEMENT = 0.99
@@ -48,17 +50,20 @@ def export_onnx(
     """Write model.onnx (and model.int8.onnx) into `folder`; record it in the model card when the
     exported model agrees with the PyTorch one on the check texts. With `tfidf_first` (a blended
     model), also fit on the check texts the threshold above which the TF-IDF model answers alone."""
-    torch_model = load_torch(folder, "cpu", "fp32")
+    torch_model = load_torch(folder, "cpu", "fp32")  # fine-tuned, or a zero-shot embedding model's encoder
     # compared and fitted against the whole blend, whatever an earlier export set
     torch_model.decision.tfidf_first = None
     if torch_model.decision.gate is not None:
         raise PipelineError("two-stage (gated) models cannot be exported yet: their gate is not in the graph")
     card = torch_model.card
+    tfidf_first = tfidf_first and card.kind != EMBEDDING  # a zero-shot model has no TF-IDF part
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
     try:
         chosen = _write_onnx(torch_model, tmp, int8)
         reference = torch_model.predict_proba(check_texts, check_pairs)
-        onnx_backend = OnnxBackend.load(folder, tmp / chosen, card.windows, len(card.labels), 0, 32)
+        onnx_backend: Backend = OnnxBackend.load(folder, tmp / chosen, card.windows, len(card.labels), 0, 32)
+        if card.kind == EMBEDDING:
+            onnx_backend = OnnxEmbeddingBackend.load(folder, tmp / chosen, card, 0, 32)
         candidate = Predictor(card, onnx_backend, torch_model.decision).predict_proba(check_texts, check_pairs)
         # the same labels: the top one, or a multi-label model's whole set
         same = (torch_model.decision.chosen(reference) == torch_model.decision.chosen(candidate)).all(axis=1)
@@ -86,12 +91,27 @@ def export_onnx(
     return ExportResult(folder, chosen, agreement, max_diff, threshold, share)
 
 
+EXPORT_CHECK_TEXTS = 500  # validation texts an export is checked on
+
+
+def export_fast(folder: Path, check_texts: list[str], check_pairs: list[str] | None) -> str:
+    """The int8 export where it keeps the labels (`MIN_AGREEMENT`), else fp32; returns the file kept."""
+    try:
+        return export_onnx(folder, True, check_texts, check_pairs).onnx
+    except PipelineError as err:
+        if "agrees with PyTorch" not in str(err):
+            raise
+        return export_onnx(folder, False, check_texts, check_pairs).onnx
+
+
 def _write_onnx(model: Predictor, tmp: Path, int8: bool) -> str:
     """The torch model traced to ONNX in `tmp` (and quantised to int8); returns the file to use."""
     import torch
 
+    if isinstance(model.backend, EmbeddingBackend):
+        return _write_graph(_mean_tokens(model.backend.encoder.eval()), "embedding", False, tmp, int8)
     if not isinstance(model.backend, TorchBackend):
-        raise PipelineError("only a PyTorch classifier can be exported")
+        raise PipelineError("only a PyTorch classifier or a zero-shot embedding model can be exported")
     inner = model.backend.model.eval()
 
     class Logits(torch.nn.Module):
@@ -104,7 +124,29 @@ def _write_onnx(model: Predictor, tmp: Path, int8: bool) -> str:
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **extra)
             return out.logits
 
-    mentions = model.card.windows.mention_pool
+    return _write_graph(Logits().eval(), "logits", model.card.windows.mention_pool, tmp, int8)
+
+
+def _mean_tokens(encoder: Any) -> Any:
+    """A sentence encoder's mean token vector of each window: EmbeddingBackend.embed's first step, as a graph."""
+    import torch
+
+    class MeanTokens(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            return (out.last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    return MeanTokens().eval()  # the exporter restores the wrapper's mode on all its children
+
+
+def _write_graph(module: Any, output: str, mentions: bool, tmp: Path, int8: bool) -> str:
+    import torch
+
     dummy = (
         torch.ones((2, 16), dtype=torch.long),
         torch.ones((2, 16), dtype=torch.long),
@@ -114,12 +156,12 @@ def _write_onnx(model: Predictor, tmp: Path, int8: bool) -> str:
     names = ["input_ids", "attention_mask", "token_type_ids", *(["mention_mask"] if mentions else [])]
     _quiet_export()
     torch.onnx.export(
-        Logits(),
+        module,
         dummy,
         str(tmp / ONNX_FP32),
         input_names=names,
-        output_names=["logits"],
-        dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "logits": {0: "batch"}},
+        output_names=[output],
+        dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, output: {0: "batch"}},
         opset_version=OPSET,
         dynamo=False,
     )

@@ -1,24 +1,36 @@
 """Stage 5, predict: label articles (.txt files, folders, stdin, .jsonl) with a registered model.
 
 The topic of each article, its stance toward its main targets (or the ones named), and with
-claims the stance toward each claim; every model is read through the same predictor. A multi-label
+claims the stance toward each claim; every model is read through the same predictor. Inputs are
+read, scored and handed on a chunk at a time, and an input that cannot be read gets an `error`
+while the others are scored. A multi-label
 model gives every label at or above its threshold (`labels`), the most likely first.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pipeline.core import progress
 from pipeline.core.errors import PipelineError
 from pipeline.models.predictor import Predictor
-from pipeline.text.articles import Article, model_input
+from pipeline.text.articles import Article, BadInput, model_input
 from pipeline.text.targets import main_targets
 from pipeline.tracking.registry import load_registered
 
+CHUNK_ARTICLES = 32  # articles read, scored and written at a time: memory does not grow with the inputs
 
-def predict(
-    articles: list[Article],
+
+def predict(articles: list[Article], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """`predict_stream` over a list of articles, as a list."""
+    return list(predict_stream(articles, *args, **kwargs))
+
+
+def predict_stream(
+    inputs: Iterable[Article | BadInput],
     model_ref: str | None,
     task: str,
     registered_model: str,
@@ -32,19 +44,14 @@ def predict(
     target_model_ref: str | None = None,
     target_registered_model: str = "target_stance",
     classifier: Predictor | None = None,
-) -> list[dict[str, Any]]:
-    """Topic of each article (by `classifier` when given, a zero-shot one say), its stance toward its
-    main targets (or `targets`; [] for none), and with `claims` the claim-stance label of every (claim, article)."""
+) -> Iterator[dict[str, Any]]:
+    """The result of each input, in order, a chunk at a time: the topic (by `classifier` when given, a
+    zero-shot one say), the stance toward the article's main targets (or `targets`; [] for none), and with
+    `claims` the claim-stance label of every (claim, article). An input that could not be read gives
+    {source, error}; the others are scored."""
     clf = classifier or load_registered(model_ref, registered_model, device, precision, threads)[0]
-    results: list[dict[str, Any]] = [
-        {"source": article.source, "metadata": article.metadata, task: result}
-        for article, result in zip(articles, score_articles(clf, articles), strict=True)
-    ]
-    if claims:
-        stance, _ = load_registered(claim_model_ref, claim_registered_model, device, precision, threads)
-        texts = [model_input(a, stance.card.text_columns, None)[0] for a in articles]
-        for result, per_claim in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
-            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, per_claim, strict=True)]
+    stance = load_registered(claim_model_ref, claim_registered_model, device, precision, threads)[0] if claims else None
+    target_clf = None
     if targets is None or targets:
         try:
             target_clf, _ = load_registered(target_model_ref, target_registered_model, device, precision, threads)
@@ -53,7 +60,35 @@ def predict(
                 raise
             # topic alone still answers; the user is told how to get stance too
             print(f"note: no {target_registered_model} model, so no stance; run `make train`", file=sys.stderr)
-            return results
+    items = iter(inputs)
+    while chunk := list(itertools.islice(items, CHUNK_ARTICLES)):
+        articles = [item for item in chunk if isinstance(item, Article)]
+        scored_chunk = iter(_score_chunk(articles, clf, task, stance, claims, target_clf, targets))
+        for item in chunk:
+            yield next(scored_chunk) if isinstance(item, Article) else {"source": item.source, "error": item.reason}
+        progress.advance(len(chunk))
+
+
+def _score_chunk(
+    articles: list[Article],
+    clf: Predictor,
+    task: str,
+    stance: Predictor | None,
+    claims: list[str] | None,
+    target_clf: Predictor | None,
+    targets: list[str] | None,
+) -> list[dict[str, Any]]:
+    if not articles:
+        return []
+    results: list[dict[str, Any]] = []
+    for article, result in zip(articles, score_articles(clf, articles), strict=True):
+        truncated = {"truncated_at_chars": article.truncated_at} if article.truncated_at else {}
+        results.append({"source": article.source, "metadata": article.metadata, **truncated, task: result})
+    if stance is not None and claims:
+        texts = [model_input(a, stance.card.text_columns, None)[0] for a in articles]
+        for result, per_claim in zip(results, score_pairs(stance, texts, [claims] * len(texts)), strict=True):
+            result["claims"] = [{"claim": c, **s} for c, s in zip(claims, per_claim, strict=True)]
+    if target_clf is not None:
         texts = [model_input(a, target_clf.card.text_columns, None)[0] for a in articles]
         per_article = [targets or main_targets(text) for text in texts]
         for result, names, per_target in zip(

@@ -1,20 +1,30 @@
 """Article files as a model reads them: `.txt` articles with `key value` header lines, folders, stdin, `.jsonl`.
 
+Inputs are read one at a time (a folder of millions of files, a JSONL stream) and an input that
+cannot be read is reported, not fatal: predict scores the rest.
+
 A .txt article may start with `key value` header lines (`date 2022-01-02`): they become metadata.
 A `title` header also leads the text when the model was trained on title + text.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import normalise_text, read_text_file
+from pipeline.core.io import check_readable_file, decode_text, normalise_text, os_reason, read_text_prefix
+
+# an article is read up to here: every window a model reads and the TF-IDF features of any news
+# article fit, and a 50 MB file costs no more memory than a long article
+MAX_ARTICLE_CHARS = 200_000
+STDIN_FORMATS = ("auto", "text", "jsonl")
 
 # keys whose value is one token: the rest of such a line, if any, is already article text
 # (the sample article starts " date 2022-01-02 Russian President ...")
@@ -40,6 +50,15 @@ class Article:
     source: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    truncated_at: int | None = None  # characters read, where the input was longer
+
+
+@dataclass
+class BadInput:
+    """An input that could not be read as an article, and why (a full one-line message)."""
+
+    source: str
+    reason: str
 
 
 def parse_article(raw: str, source: str) -> Article:
@@ -83,46 +102,145 @@ def model_input(article: Article, text_columns: list[str], pair_column: str | No
     return text, pair
 
 
-def read_jsonl(path: Path) -> list[Article]:
-    articles = []
-    raw = read_text_file(path)
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise PipelineError(f"{path}:{n}: not a JSON object") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise PipelineError(f"{path}:{n}: no string field 'text'")
-        text = normalise_text(obj.pop("text"))
-        if not text:
-            raise PipelineError(f"{path}:{n}: empty 'text'")
-        articles.append(Article(f"{path}:{n}", text, obj))
-    if not articles:
-        raise PipelineError(f"no articles in {path}")
-    return articles
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
 
 
-def read_inputs(paths: list[str]) -> list[Article]:
-    articles: list[Article] = []
+def iter_inputs(
+    paths: list[str], stdin_format: str = "auto", stdin: BinaryIO | None = None, note: Callable[[str], None] = _note
+) -> Iterator[Article | BadInput]:
+    """Every article of `paths` (.txt files, folders of .txt, .jsonl files, `-` for stdin), read one at a
+    time; an input that cannot be read is yielded as a BadInput and the rest go on. Stdin is JSONL when
+    `stdin_format` says so, or (auto) when its first line is a JSON object; else one article."""
+    if not paths:
+        raise PipelineError("no input given: pass .txt files, folders, .jsonl files or - for stdin")
+    if stdin_format not in STDIN_FORMATS:
+        raise PipelineError(f"--stdin {stdin_format!r}: choose one of {', '.join(STDIN_FORMATS)}")
     for name in paths:
         if name == "-":
-            articles.append(parse_article(sys.stdin.read(), "<stdin>"))
+            yield from _stdin_articles(stdin or sys.stdin.buffer, stdin_format, note)
             continue
         path = Path(name)
         if path.is_dir():
             files = sorted(path.glob("*.txt"))
             if not files:
-                raise PipelineError(f"no .txt files in folder {path}")
-            articles += [parse_article(read_text_file(f), str(f)) for f in files]
+                yield BadInput(str(path), f"no .txt files in folder {path}")
+            for file in files:
+                yield _text_article(file)
         elif path.name.lower().endswith(".jsonl"):
-            articles += read_jsonl(path)
+            yield from _jsonl_articles(path)
         else:
-            articles.append(parse_article(read_text_file(path), str(path)))
-    if not articles:
-        raise PipelineError("no input given: pass .txt files, folders, .jsonl files or - for stdin")
+            yield _text_article(path)
+
+
+def unless_all_bad(items: Iterator[Article | BadInput]) -> Iterator[Article | BadInput]:
+    """`items`, read ahead by two: one input alone that cannot be read is an error at once, before
+    any model is loaded."""
+    ahead = list(itertools.islice(items, 2))
+    if len(ahead) == 1 and isinstance(ahead[0], BadInput):
+        raise PipelineError(ahead[0].reason)
+    return itertools.chain(ahead, items)
+
+
+def read_inputs(paths: list[str]) -> list[Article]:
+    """Every article of `paths`; the first input that cannot be read is an error."""
+    articles = []
+    for item in iter_inputs(paths):
+        if isinstance(item, BadInput):
+            raise PipelineError(item.reason)
+        articles.append(item)
     return articles
+
+
+def _text_article(path: Path) -> Article | BadInput:
+    try:
+        raw, truncated = read_text_prefix(path, MAX_ARTICLE_CHARS)
+        return _truncated(parse_article(raw, str(path)), truncated)
+    except PipelineError as err:
+        return BadInput(str(path), str(err))
+
+
+def _truncated(article: Article, truncated: bool) -> Article:
+    if truncated:
+        article.truncated_at = MAX_ARTICLE_CHARS
+    return article
+
+
+def _jsonl_articles(path: Path) -> Iterator[Article | BadInput]:
+    try:
+        check_readable_file(path)
+        with path.open("rb") as f:
+            decode_text(f.read(8192), str(path), final=False)  # a UTF-16 or binary file is one error, not one a line
+        lines = path.open("rb")
+    except PipelineError as err:
+        yield BadInput(str(path), str(err))
+        return
+    except OSError as err:
+        yield BadInput(str(path), f"cannot read {path}: {os_reason(err)}")
+        return
+    with lines:
+        yield from _json_lines(lines, str(path))
+
+
+def _json_lines(lines: Iterable[bytes], source: str) -> Iterator[Article | BadInput]:
+    seen = False
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        seen = True
+        where = f"{source}:{n}"
+        try:
+            yield json_article(decode_text(raw, where), where)
+        except PipelineError as err:
+            yield BadInput(where, str(err))
+    if not seen:
+        yield BadInput(source, f"no articles in {source}")
+
+
+def json_article(line: str, source: str) -> Article:
+    """One JSONL line as an article: its `text`, the other fields as metadata."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        raise PipelineError(f"{source}: not a JSON object") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise PipelineError(f"{source}: no string field 'text'")
+    raw = obj.pop("text")
+    text = normalise_text(raw[:MAX_ARTICLE_CHARS])
+    if not text:
+        raise PipelineError(f"{source}: empty 'text'")
+    return _truncated(Article(source, text, obj), len(raw) > MAX_ARTICLE_CHARS)
+
+
+def _stdin_articles(stdin: BinaryIO, stdin_format: str, note: Callable[[str], None]) -> Iterator[Article | BadInput]:
+    limit = 4 * MAX_ARTICLE_CHARS + 4
+    first = b""
+    while len(first) < limit:  # the first line that is not blank tells JSONL from one article
+        line = stdin.readline(limit - len(first))
+        first += line
+        if not line or line.strip():
+            break
+    if stdin_format == "jsonl" or (stdin_format == "auto" and _is_json_object(first)):
+        if stdin_format == "auto":
+            note("stdin read as JSONL, one article a line (--stdin text reads it as one article)")
+        yield from _json_lines(itertools.chain([first], stdin), "<stdin>")
+        return
+    data = first + stdin.read(max(0, limit - len(first)))
+    more = stdin.read(1) != b""
+    try:
+        text = decode_text(data, "<stdin>", final=not more)
+        yield _truncated(parse_article(text[:MAX_ARTICLE_CHARS], "<stdin>"), more or len(text) > MAX_ARTICLE_CHARS)
+    except PipelineError as err:
+        yield BadInput("<stdin>", str(err))
+
+
+def _is_json_object(line: bytes) -> bool:
+    if not line.strip().startswith(b"{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        return False
 
 
 def given_names(values: list[str] | None, option: str) -> list[str]:
