@@ -43,3 +43,51 @@ def test_two_processes_train_one_model_and_log_one_run(home, tiny_model_dir):
     [version] = mlflow.MlflowClient().search_model_versions("name='topic'")
     assert str(version.version) == "1"
     assert (home / "model" / "pipeline.json").is_file()
+    # the main process alone held the training's lock (the other would have been refused), and let it go
+    assert not (home / "model.lock").exists()
+
+
+def test_two_processes_killed_resume_from_each_process_s_own_random_states(home, tiny_model_dir):
+    import json
+    import time
+
+    import psutil
+
+    source = write_csv(home / "news.csv", synthetic_rows(30))
+    config = make_config(home, tiny_model_dir, source, train__epochs=4, train__batch_size=10, train__learning_rate=2e-2)
+    config = str(config)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    killed = subprocess.Popen(
+        [*launch, "-m", "pipeline", "train", "-c", config],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    info = home / "model.resume" / "resume.json"
+    for _ in range(2400):
+        if info.is_file() or killed.poll() is not None:
+            break
+        time.sleep(0.1)
+    # the trainers first (torchrun starts them in sessions of their own), then the launcher
+    launcher = psutil.Process(killed.pid)
+    for process in [*launcher.children(recursive=True), launcher]:
+        process.kill()
+    killed.wait(timeout=60)
+    saved = json.loads(info.read_text())
+    assert saved["processes"] == 2 and saved["progress"]["stop"] is False
+    folder = home / "model.resume" / saved["state"]
+    assert {"random_states_0.json", "random_states_1.json"} <= {p.name for p in folder.iterdir()}
+
+    resumed = subprocess.run(
+        [*launch, "-m", "pipeline", "train", "-c", config, "--resume"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = subprocess.run(
+        [*launch, "-m", "pipeline", "train", "-c", config, "--set", f"train.output_dir={home / 'whole'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    # the same best epoch, validation and test scores as the training that was never killed
+    assert resumed.stdout.splitlines()[:2] == whole.stdout.splitlines()[:2]
+    assert not (home / "model.resume").exists() and not (home / "model.lock").exists()

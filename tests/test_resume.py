@@ -126,3 +126,48 @@ def test_a_job_killed_during_the_final_evaluation_resumes_there(home, tiny_model
     assert resumed.best_epoch == 3
     assert resumed.test_metrics["n"] > 0
     assert not resume_dir(home / "model").exists()
+
+
+class Planted:
+    """Unpickled, it creates the file `marker`: a stand-in for any code a planted pickle would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_a_file_planted_in_its_state(home, tiny_model_dir, monkeypatch, capsys):
+    import json
+    import pickle
+
+    from pipeline.stages.train import train
+
+    cfg = tiny_config(home, tiny_model_dir, "model")
+    interrupted_in_epoch_2(cfg, monkeypatch)
+    state = resume_dir(home / "model")
+    marker = home / "planted-code-ran"
+    payload = pickle.dumps(Planted(marker))
+    pickle.loads(pickle.dumps(Planted(home / "the-plant-works")))
+    assert (home / "the-plant-works").exists()  # the payload does run when unpickled
+    # what accelerate's save_state wrote, and torch.save's suffixes, beside and inside the epoch's state
+    [epoch] = [p for p in state.iterdir() if p.is_dir()]
+    names = ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin", "model.pt")
+    for folder in (state, epoch):
+        for name in names:
+            (folder / name).write_bytes(payload)
+
+    resumed = train(cfg, show_progress=False, resume=True)
+    assert resumed.best_epoch == 3
+    assert not marker.exists()
+    assert "left unread: resume loads no pickle" in capsys.readouterr().err
+
+    # a state of the pickled format (no "format" in resume.json) is refused, not read
+    interrupted_in_epoch_2(cfg, monkeypatch)
+    saved = json.loads((state / "resume.json").read_text())
+    del saved["format"]
+    (state / "resume.json").write_text(json.dumps(saved))
+    with pytest.raises(PipelineError, match="saved by an earlier pipeline, as pickles, which are not loaded"):
+        train(cfg, show_progress=False, resume=True)
+    assert not marker.exists()

@@ -47,6 +47,9 @@ class TrainingCard(_Card):
     val_macro_f1: float | None = None
     epoch: int | None = None
     data_digest: str | None = None
+    # every step of the training is done (the decision fitted on validation): only such a folder is
+    # logged or registered; False while it is an epoch's checkpoint, None in cards written before this
+    complete: bool | None = None
 
 
 class ZeroShotCard(_Card):

@@ -1,6 +1,7 @@
 """Train stage, after the epochs: the decision fitted on validation (temperature, TF-IDF blend, class offsets;
 article offsets on a labelled set of articles; a multi-label task's thresholds), written to the model card,
-then the test split and the extra test sets scored once with it."""
+then the test split and the extra test sets scored once with it. Everything is logged through a
+`TolerantLog`: a tracking store that fails stops the logging, never these steps."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pipeline.models.tfidf import TfidfModel, fit_stack, fit_tfidf, log_clipped,
 from pipeline.stages.optimise import Progress, Session, Setup
 from pipeline.stages.train_data import TrainingData
 from pipeline.tracking.log import log_metrics, log_mistakes
+from pipeline.tracking.store import TolerantLog
 
 
 @dataclass
@@ -31,8 +33,11 @@ class Fitted:
     val_probs: np.ndarray
 
 
-def fit_decision(cfg: Config, session: Session, data: TrainingData, setup: Setup, state: Progress) -> Fitted:
-    """Fit, on validation, what turns the best checkpoint's logits into probabilities; save it in its card."""
+def fit_decision(
+    cfg: Config, session: Session, data: TrainingData, setup: Setup, state: Progress, log: TolerantLog
+) -> Fitted:
+    """Fit, on validation, what turns the best checkpoint's logits into probabilities; save it in its card,
+    which then says the training is complete."""
     logits, route, windows, y_val = state.best_val_logits, setup.val_route, setup.val_windows, data.ys["validation"]
     if logits is None:
         raise PipelineError("training produced no checkpoint")
@@ -40,13 +45,13 @@ def fit_decision(cfg: Config, session: Session, data: TrainingData, setup: Setup
     # every combination is scored on validation so the configured choice can be checked
     for how in COMBINE_METHODS:
         probs = base.decide(route, logits, windows, [1.0], how)[0]
-        mlflow.log_metric(f"val_macro_f1_{how}", compute_metrics(y_val, probs, data.labels)["macro_f1"])
+        log(mlflow.log_metric, f"val_macro_f1_{how}", compute_metrics(y_val, probs, data.labels)["macro_f1"])
     # temperature scaling on validation, stored with the model and applied wherever it predicts
     decision = base.but(temperature=fit_temperature(lambda t: base.decide(route, logits, windows, [t])[0], y_val))
     val_probs = decision.decide(route, logits, windows)[0]
     best_f1 = state.best_f1
     if cfg.model.tfidf_blend:
-        decision = fit_blend(cfg, data, decision, val_probs)
+        decision = fit_blend(cfg, data, decision, val_probs, log)
         route = decision.route(data.texts["validation"], data.pairs["validation"])
         val_probs = decision.decide(route, logits, windows)[0]
         best_f1 = compute_metrics(y_val, val_probs, data.labels)["macro_f1"]
@@ -54,21 +59,24 @@ def fit_decision(cfg: Config, session: Session, data: TrainingData, setup: Setup
         decision = decision.but(class_bias=[float(b) for b in fit_class_bias(val_probs, y_val)])
         val_probs = decision.decide(route, logits, windows)[0]
         best_f1 = compute_metrics(y_val, val_probs, data.labels)["macro_f1"]
-        mlflow.log_metrics({f"class_bias_{c}": b for c, b in zip(data.labels, decision.class_bias or [], strict=True)})
+        biases = zip(data.labels, decision.class_bias or [], strict=True)
+        log(mlflow.log_metrics, {f"class_bias_{c}": b for c, b in biases})
     if decision.multi_label:
         decision = decision.but(thresholds=fit_thresholds(val_probs, y_val, cfg.train.thresholds))
         best_f1 = compute_metrics(y_val, val_probs, data.labels, decision.thresholds)["macro_f1"]
         thresholds = np.asarray(decision.thresholds)
-        mlflow.log_metrics({"thresholds_mean": float(thresholds.mean()), "thresholds_min": float(thresholds.min())})
+        log(
+            mlflow.log_metrics, {"thresholds_mean": float(thresholds.mean()), "thresholds_min": float(thresholds.min())}
+        )
     save_decision(data, decision, best_f1)
     model = load_torch(data.model_dir, str(session.device), session.precision, cfg.runtime.eval_batch_size)
     if cfg.train.article_bias_set:
         model.decision.article_bias = fit_article_bias(model, cfg, cfg.train.article_bias_set)
         save_decision(data, model.decision, best_f1)
-        mlflow.log_metrics(
-            {f"article_bias_{c}": b for c, b in zip(data.labels, model.decision.article_bias, strict=True)}
-        )
-    log_metrics(compute_metrics(y_val, val_probs, data.labels, decision.thresholds), "val")
+        biases = zip(data.labels, model.decision.article_bias, strict=True)
+        log(mlflow.log_metrics, {f"article_bias_{c}": b for c, b in biases})
+    mark_complete(data)
+    log(log_metrics, compute_metrics(y_val, val_probs, data.labels, decision.thresholds), "val")
     return Fitted(model, best_f1, val_probs)
 
 
@@ -80,7 +88,15 @@ def save_decision(data: TrainingData, decision: Decision, val_macro_f1: float) -
     write_card(data.model_dir, card.model_copy(update={"decision": decision.to_card(), "training": training}))
 
 
-def fit_blend(cfg: Config, data: TrainingData, decision: Decision, val_probs: np.ndarray) -> Decision:
+def mark_complete(data: TrainingData) -> None:
+    """The card says the folder is a finished model, once the last thing fitted is in it."""
+    card = read_card(data.model_dir)
+    write_card(
+        data.model_dir, card.model_copy(update={"training": card.training.model_copy(update={"complete": True})})
+    )
+
+
+def fit_blend(cfg: Config, data: TrainingData, decision: Decision, val_probs: np.ndarray, log: TolerantLog) -> Decision:
     """Fit the TF-IDF model on train (C chosen on validation) and its stacking weights with the
     transformer's validation probabilities (on validation log loss); log how each does alone."""
     texts, pairs, ys, labels = data.texts, data.pairs, data.ys, data.labels
@@ -89,14 +105,15 @@ def fit_blend(cfg: Config, data: TrainingData, decision: Decision, val_probs: np
     tfidf = TfidfModel.from_fitted(fitted)
     log_val_tfidf, log_val_transformer = tfidf.log_proba(val_texts), log_clipped(val_probs)
     weights = fit_stack(log_val_transformer, log_val_tfidf, ys["validation"])
-    mlflow.log_metrics(
+    log(
+        mlflow.log_metrics,
         {
             "blend_transformer_weight": weights[0],
             "blend_tfidf_weight": weights[1],
             "blend_tfidf_c": fitted.c,
             "val_macro_f1_transformer": compute_metrics(ys["validation"], val_probs, labels)["macro_f1"],
             "val_macro_f1_tfidf": compute_metrics(ys["validation"], np.exp(log_val_tfidf), labels)["macro_f1"],
-        }
+        },
     )
     return decision.but(tfidf=tfidf, blend=weights)
 
@@ -113,7 +130,7 @@ def fit_article_bias(model: Predictor, cfg: Config, set_name: str) -> list[float
     return [float(b) for b in fit_class_bias(probs, label_indices(long_ones.labels, model.labels))]
 
 
-def score_test(data: TrainingData, fitted: Fitted, best_val: dict[str, Any]) -> dict[str, Any]:
+def score_test(data: TrainingData, fitted: Fitted, best_val: dict[str, Any], log: TolerantLog) -> dict[str, Any]:
     """The test split, once, with the fitted decision (and without the temperature, for its ECE)."""
     model, y = fitted.model, data.ys["test"]
     uncalibrated, test = model.predict_proba_at(
@@ -122,19 +139,20 @@ def score_test(data: TrainingData, fitted: Fitted, best_val: dict[str, Any]) -> 
     thresholds = model.decision.thresholds
     metrics = compute_metrics(y, test, data.labels, thresholds)
     metrics["ece_uncalibrated"] = compute_metrics(y, uncalibrated, data.labels, thresholds)["ece"]
-    log_metrics(metrics, "test")
-    log_mistakes(data.texts["test"], data.pairs["test"], y, test, data.labels, "test", thresholds)
-    mlflow.log_metrics(
+    log(log_metrics, metrics, "test")
+    log(log_mistakes, data.texts["test"], data.pairs["test"], y, test, data.labels, "test", thresholds)
+    log(
+        mlflow.log_metrics,
         {
             "temperature": model.decision.temperature,
             "val_ece_uncalibrated": best_val["ece"],
             "test_ece_uncalibrated": metrics["ece_uncalibrated"],
-        }
+        },
     )
     return metrics
 
 
-def score_extra_tests(cfg: Config, model: Predictor) -> dict[str, dict[str, Any]]:
+def score_extra_tests(cfg: Config, model: Predictor, log: TolerantLog) -> dict[str, dict[str, Any]]:
     """The config's extra test sets, with every window combination logged (one pass of the model each),
     so that article-level settings can be chosen on a dev set."""
     out = {}
@@ -143,8 +161,8 @@ def score_extra_tests(cfg: Config, model: Predictor) -> dict[str, dict[str, Any]
         by_combination = model.predict_proba_at(extra.texts, extra.pairs, combines=list(COMBINE_METHODS))
         for how, probs in zip(COMBINE_METHODS, by_combination, strict=True):
             scored = compute_metrics(y, probs, model.labels)
-            mlflow.log_metric(f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
+            log(mlflow.log_metric, f"test_{extra.name}_macro_f1_{how}", scored["macro_f1"])
             if how == model.decision.combine:
                 out[extra.name] = scored
-        log_metrics(out[extra.name], f"test_{extra.name}")
+        log(log_metrics, out[extra.name], f"test_{extra.name}")
     return out

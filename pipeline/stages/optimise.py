@@ -116,7 +116,6 @@ def build_setup(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     # the scheduler is stepped by hand, once per step: one prepared by accelerate steps once per process
     model, optimizer = session.accelerator.prepare(model, optimizer)
-    session.accelerator.register_for_checkpointing(scheduler)
     weight = class_weights(train_y, len(data.labels), t.class_weights) if t.class_weights != "none" else None
     weight_tensor = torch.tensor(weight).to(session.device) if weight is not None else None
     # multi-label: a binary cross-entropy a label, its positive class weighted by `class_weights`
@@ -213,7 +212,7 @@ def save_checkpoint(cfg: Config, data: TrainingData, inner: Any, decision: Decis
             gate_label=decision.gate.label if decision.gate else None,
             multi_label=decision.multi_label,
         ),
-        training=TrainingCard(val_macro_f1=f1, epoch=epoch, data_digest=data.digest),
+        training=TrainingCard(val_macro_f1=f1, epoch=epoch, data_digest=data.digest, complete=False),
     )
     with atomic_dir(data.model_dir) as tmp:
         inner.save_pretrained(tmp)
@@ -324,11 +323,13 @@ def optimise(
     rng: random.Random,
     run_id: str,
     show_progress: bool,
+    log: TolerantLog,
 ) -> None:
-    """The epochs from `state.first_epoch` on; the state for `--resume` is saved after each."""
+    """The epochs from `state.first_epoch` on; the state for `--resume` is saved after each. A tracking
+    store that fails stops the logging (`log` keeps its error), never the epochs."""
     import mlflow
 
-    log = TolerantLog(enabled=session.main)  # a tracking server that goes away does not stop the training
+    noted = log.error is not None
     with progress_bar(show_progress and session.main) as bar:
         task = bar.add_task("train", total=setup.total_steps, completed=state.step, epoch=state.first_epoch, loss=0.0)
         for epoch in range(state.first_epoch, setup.epochs + 1):
@@ -341,6 +342,11 @@ def optimise(
             if "micro_f1" in val:
                 metrics["val_micro_f1_epoch"] = val["micro_f1"]
             log(mlflow.log_metrics, metrics | {"epoch_seconds": time.perf_counter() - epoch_start}, step=epoch)
+            if log.error is not None and not noted:
+                noted = True
+                bar.console.print(
+                    f"note: the MLflow store failed ({first_line(log.error)}); training goes on without logging"
+                )
             if session.main:
                 f1, accuracy = val["macro_f1"], val["accuracy"]
                 micro = f", micro-F1 {val['micro_f1']:.4f}" if "micro_f1" in val else ""
@@ -351,18 +357,21 @@ def optimise(
             stop = keep_best(cfg, session, data, setup, state, epoch, val, logits)
             if stop and session.main and state.bad_epochs > cfg.train.early_stopping_patience:
                 bar.console.print(f"early stop: no better validation macro-F1 for {state.bad_epochs} epochs")
-            save_progress(cfg, session, data, state, epoch, stop, rng, run_id)
+            save_progress(cfg, session, data, setup, state, epoch, stop, rng, run_id)
             if stop:
                 break
     session.accelerator.wait_for_everyone()
-    if log.error is not None:  # the model is on disk; `pipeline log-model` logs it later
-        raise log.error
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def save_progress(
     cfg: Config,
     session: Session,
     data: TrainingData,
+    setup: Setup,
     state: Progress,
     epoch: int,
     stop: bool,
@@ -383,4 +392,12 @@ def save_progress(
     )
     if state.best_val_logits is None:
         raise RuntimeError("no validation logits to save")
-    save_resume_state(session.accelerator, resume_dir(data.model_dir), cfg, data.digest, info, state.best_val_logits)
+    save_resume_state(
+        session.accelerator,
+        resume_dir(data.model_dir),
+        cfg,
+        data.digest,
+        info,
+        state.best_val_logits,
+        (setup.model, setup.optimizer, setup.scheduler),
+    )

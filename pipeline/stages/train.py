@@ -14,23 +14,26 @@ import random
 import shutil
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config, load_config, resolve_path
 from pipeline.core.errors import PipelineError
-from pipeline.models.card import CARD_FILE, read_card
+from pipeline.core.lock import hold_lock
+from pipeline.models.card import CARD_FILE, FINETUNED, read_card
 from pipeline.models.loading import load_model
+from pipeline.models.zeroshot import require_zeroshot
 from pipeline.stages.evaluate import log_evaluation, prepared_test_data
 from pipeline.stages.finalise import fit_decision, score_extra_tests, score_test
 from pipeline.stages.optimise import Progress, Session, Setup, build_setup, optimise, start_session
-from pipeline.stages.resume import ResumeInfo, read_resume_info, resume_dir
+from pipeline.stages.resume import ResumeInfo, read_resume_info, restore_resume_state, resume_dir
 from pipeline.stages.train_data import TrainingData, load_training_data, select_rows
 from pipeline.tracking import store
 from pipeline.tracking.log import log_dataset, log_prepared_splits
 from pipeline.tracking.registry import register_model
+from pipeline.tracking.store import TolerantLog
 
 
 @dataclass
@@ -59,33 +62,44 @@ def train(
     # launched by `accelerate launch` or `torchrun`, each process trains on its share of the batches;
     # the main process alone prepares the data first, tracks, evaluates and registers
     session = start_session(cfg)
-    data = load_training_data(cfg, session.accelerator, pseudo_labels)
-    resumed = find_resume_state(cfg, data, resume, session.main)
-    gate, rows = select_rows(cfg, data)
-    setup = build_setup(cfg, session, data, gate, rows)
-    rng = random.Random(cfg.train.seed)
-    state = Progress()
-    if resumed is not None:
-        session.accelerator.load_state(str(resume_dir(data.model_dir)))  # weights, optimizer, scheduler, random states
-        rng.setstate(resumed.batch_rng_state())
-        state = Progress.resumed_from(resumed, resume_dir(data.model_dir), setup.epochs)
-    with tracking_run(cfg, session, resumed, pseudo_labels) as run:
-        if session.main and resumed is None:
-            log_inputs(cfg, session, data, setup, pseudo_labels)
-        optimise(cfg, session, data, setup, state, rng, run.info.run_id if run else "", show_progress)
-        if not session.main:
-            return TrainResult("", data.model_dir, state.best_epoch, state.best_f1, {}, {}, None, None, 0.0, 0.0, False)
-        fitted = fit_decision(cfg, session, data, setup, state)
-        test = score_test(data, fitted, state.best_val)
-        extra = score_extra_tests(cfg, fitted.model)
-        rate = state.step / state.step_seconds if state.step_seconds else 0.0
-        seconds = time.perf_counter() - started
-        store.import_mlflow().log_metrics(
-            {"best_epoch": state.best_epoch, "train_seconds": seconds, "train_steps_per_second": rate}
-        )
-        name = data.registered_model if register else None
-        registered = register_model(data.model_dir, data.labels, name, fitted.val_macro_f1)
-    shutil.rmtree(resume_dir(data.model_dir), ignore_errors=True)  # the training is complete: nothing to resume
+    with training_lock(cfg, session, pseudo_labels):
+        data = load_training_data(cfg, session.accelerator, pseudo_labels)
+        resumed = find_resume_state(cfg, data, resume, session)
+        gate, rows = select_rows(cfg, data)
+        setup = build_setup(cfg, session, data, gate, rows)
+        rng = random.Random(cfg.train.seed)
+        state = Progress()
+        if resumed is not None:
+            restore_resume_state(
+                session.accelerator, resume_dir(data.model_dir), (setup.model, setup.optimizer, setup.scheduler)
+            )
+            rng.setstate(resumed.batch_rng_state())
+            state = Progress.resumed_from(resumed, resume_dir(data.model_dir), setup.epochs)
+        log = TolerantLog(enabled=session.main)  # a tracking store that goes away stops no step of the training
+        with tracking_run(cfg, session, resumed, pseudo_labels) as run:
+            if session.main and resumed is None:
+                log_inputs(cfg, session, data, setup, pseudo_labels)
+            optimise(cfg, session, data, setup, state, rng, run.info.run_id if run else "", show_progress, log)
+            if not session.main:
+                return TrainResult(
+                    "", data.model_dir, state.best_epoch, state.best_f1, {}, {}, None, None, 0.0, 0.0, False
+                )
+            fitted = fit_decision(cfg, session, data, setup, state, log)
+            test = score_test(data, fitted, state.best_val, log)
+            extra = score_extra_tests(cfg, fitted.model, log)
+            # the model folder is complete and scored: nothing is left to resume
+            shutil.rmtree(resume_dir(data.model_dir), ignore_errors=True)
+            rate = state.step / state.step_seconds if state.step_seconds else 0.0
+            seconds = time.perf_counter() - started
+            mlflow = store.import_mlflow()
+            log(
+                mlflow.log_metrics,
+                {"best_epoch": state.best_epoch, "train_seconds": seconds, "train_steps_per_second": rate},
+            )
+            if log.error is not None:  # the CLI says `pipeline log-model` logs the complete folder later
+                raise log.error
+            name = data.registered_model if register else None
+            registered = register_model(data.model_dir, data.labels, name, fitted.val_macro_f1)
     seconds = time.perf_counter() - started
     return TrainResult(
         run.info.run_id,
@@ -101,10 +115,40 @@ def train(
     )
 
 
-def find_resume_state(cfg: Config, data: TrainingData, resume: bool, main: bool) -> ResumeInfo | None:
+def lock_path(cfg: Config, pseudo_labels: bool) -> Path:
+    """The lock beside the model folder (`models/topic.lock`); self-training writes another folder."""
+    output_dir = require_zeroshot(cfg).self_training.output_dir if pseudo_labels else cfg.train.output_dir
+    model_dir = resolve_path(output_dir)
+    return model_dir.with_name(model_dir.name + ".lock")
+
+
+def training_lock(cfg: Config, session: Session, pseudo_labels: bool) -> AbstractContextManager[Any]:
+    """One training of a task at a time: the main process holds the lock; its answer is sent to the
+    others of a distributed run, so that they all go on or all stop."""
+    held = ExitStack()
+    refused: str | None = None
+    if session.main:
+        what = f"{'self-' if pseudo_labels else ''}training of {cfg.task}"
+        advice = "or give this one another train.output_dir (--set train.output_dir=models/NAME)"
+        try:
+            held.enter_context(hold_lock(lock_path(cfg, pseudo_labels), what, advice))
+        except PipelineError as err:
+            refused = str(err)
+    if session.accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        [refused] = broadcast_object_list([refused])
+    if refused is not None:
+        held.close()
+        raise PipelineError(refused)
+    return held
+
+
+def find_resume_state(cfg: Config, data: TrainingData, resume: bool, session: Session) -> ResumeInfo | None:
     state_dir = resume_dir(data.model_dir)
-    resumed = read_resume_info(state_dir, cfg, data.digest) if resume else None
-    if resumed is None and state_dir.exists() and main:
+    processes = session.accelerator.num_processes
+    resumed = read_resume_info(state_dir, cfg, data.digest, processes) if resume else None
+    if resumed is None and state_dir.exists() and session.main:
         print(
             f"note: {state_dir} holds an interrupted training; this one starts anew (--resume continues it)",
             file=sys.stderr,
@@ -177,6 +221,11 @@ def log_trained_model(folder: Path, register: bool = True) -> LoggedModel:
     if not (folder / CARD_FILE).is_file() or not config_path.is_file():
         raise PipelineError(f"{folder} is not a trained model folder (it needs {CARD_FILE} and config.yaml)")
     cfg, card = load_config(config_path), read_card(folder)
+    if card.kind == FINETUNED and card.training.complete is not True:
+        finish = f"`pipeline train --resume -c {config_path}` finishes it, or train again"
+        if card.training.complete is None:
+            raise PipelineError(f"{folder} was written before model cards said a training was complete: {finish}")
+        raise PipelineError(f"{folder} is an unfinished training (its decision never fitted on validation): {finish}")
     r = cfg.runtime
     model = load_model(folder, r.device, r.precision, r.eval_batch_size)
     mlflow = store.import_mlflow()
