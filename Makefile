@@ -91,12 +91,13 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadgroup -m "not e2e"
 
-# ruff (lint and format), mypy, and the layer contract (pyproject.toml [tool.importlinter])
+# ruff (lint and format), mypy, the layer contract (pyproject.toml [tool.importlinter]) and bandit
 lint: install
 	$(BIN)/ruff check pipeline tests research
 	$(BIN)/ruff format --check pipeline tests research
 	$(BIN)/mypy pipeline
 	$(BIN)/lint-imports
+	$(BIN)/bandit -r pipeline -q
 
 format: install
 	$(BIN)/ruff format pipeline tests research

@@ -51,8 +51,10 @@ def build_classifier(
 
     try:
         path = resolve_model_name(name)
-        config = AutoConfig.from_pretrained(
+        # a base model's own code never runs, and its weights are read as safetensors, never unpickled
+        config = AutoConfig.from_pretrained(  # nosec B615  # the hub id (if any) the user's config names
             path,
+            trust_remote_code=False,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
@@ -61,7 +63,9 @@ def build_classifier(
         )
         if pooling == "mean_mention":
             config.mention_pooling = True  # saved in config.json: the head's width follows it on load
-        return classifier_class(pooling).from_pretrained(path, config=config)
+        return classifier_class(pooling).from_pretrained(
+            path, config=config, use_safetensors=True, trust_remote_code=False
+        )
     except OSError as err:
         raise PipelineError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.metrics import compute_metrics
-from pipeline.models.tfidf import fit_tfidf, tfidf_texts
+from pipeline.models.tfidf import TfidfModel, fit_tfidf, tfidf_texts
 from pipeline.stages.prepare import prepare, split_targets
 from pipeline.tracking import store
 from pipeline.tracking.log import log_metrics, log_mistakes, log_prepared_splits
+from pipeline.tracking.pyfunc import TfidfBaseline, log_tfidf_pyfunc
 
 
 @dataclass
@@ -31,15 +32,15 @@ class BaselineResult:
 def run_baseline(cfg: Config) -> BaselineResult:
     import mlflow
     from datasets import load_from_disk
-    from sklearn.pipeline import make_pipeline
 
     started = time.perf_counter()
     prepared = prepare(cfg)
     dataset = load_from_disk(str(prepared.path))
     labels: list[str] = prepared.card["labels"]
     # a pair (claim, target or title) is part of what a bag of words should see
+    has_pair = "pair" in dataset["train"].column_names
     texts = {
-        s: tfidf_texts(dataset[s]["text"], dataset[s]["pair"] if "pair" in dataset[s].column_names else None)
+        s: tfidf_texts(dataset[s]["text"], dataset[s]["pair"] if has_pair else None)
         for s in ("train", "validation", "test")
     }
     ys = {s: split_targets(dataset[s]) for s in ("train", "validation", "test")}
@@ -70,11 +71,8 @@ def run_baseline(cfg: Config) -> BaselineResult:
         log_metrics(test, "test")
         log_mistakes(texts["test"], None, ys["test"], test_probs, labels, "test")
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
-        # skops, MLflow's default format, takes minutes on a large vocabulary
-        mlflow.sklearn.log_model(
-            make_pipeline(fitted.vectorizer, fitted.classifier),
-            name="model",
-            serialization_format="cloudpickle",
-            pip_requirements=["scikit-learn==1.9.1", "cloudpickle"],
-        )
+        # the numpy form predict's blend uses (npz and JSON), served from code: a baseline someone
+        # sends is never unpickled (skops, MLflow's safe sklearn format, took minutes on a large vocabulary)
+        pair_column = (cfg.data.pair_column or "pair") if has_pair else None
+        log_tfidf_pyfunc(TfidfBaseline(TfidfModel.from_fitted(fitted), labels, pair_column))
     return BaselineResult(run.info.run_id, best_c, val, test, time.perf_counter() - started)
