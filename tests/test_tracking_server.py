@@ -119,25 +119,41 @@ def browse(url: str, profile: Path, screenshot: Path | None = None, expect: str 
 def test_commands_and_ui_against_a_real_tracking_server(server, home, tiny_model_dir, tmp_path):
     import mlflow
 
+    from pipeline.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, runs_page
+
     src = write_csv(home / "news.csv", synthetic_rows(20))
     config = str(make_config(home, tiny_model_dir, src, train__epochs=2, train__learning_rate=2e-2))
-    first = cli(home, server, "train", "-c", config)
-    second = cli(home, server, "train", "-c", config, "--set", "train.learning_rate=0.001", "--no-register")
+    # the server takes any credentials; they go as basic auth, and no output may show them
+    uri = server.replace("http://", "http://user:secret@")
+    first = cli(home, uri, "train", "-c", config)
+    second = cli(home, uri, "train", "-c", config, "--set", "train.learning_rate=0.001", "--no-register")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    evaluated = cli(home, server, "evaluate", "-c", config, "--json")
-    predicted = cli(home, server, "predict", "-c", config, "--json", "--no-stance", str(src))
+    evaluated = cli(home, uri, "evaluate", "-c", config, "--json")
+    predicted = cli(home, uri, "predict", "-c", config, "--json", "--no-stance", str(src))
     assert evaluated.returncode == 0 and predicted.returncode == 0, evaluated.stderr + predicted.stderr
+    for done in (first, second, evaluated, predicted):
+        assert "secret" not in done.stdout + done.stderr
 
     mlflow.set_tracking_uri(server)
     experiment = mlflow.get_experiment_by_name("topic")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     runs = mlflow.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     assert len(runs) == 2
     ids = list(runs["run_id"])
     f1 = dict(zip(runs["run_id"], runs["metrics.test_macro_f1"], strict=True))
 
     exp = experiment.experiment_id
-    runs_page = browse(f"{server}/#/experiments/{exp}/runs", tmp_path / "p1", expect="evaluate-topic-test")
-    assert runs_page.count("train-topic") >= 2 and "evaluate-topic-test" in runs_page
+    runs_table = browse(f"{server}/#/experiments/{exp}/runs", tmp_path / "p1", expect="evaluate-topic-test")
+    assert runs_table.count("train-topic") >= 2 and "evaluate-topic-test" in runs_table
+    assert "test_macro_f1" not in runs_table  # the UI's default columns have no metric
+    # MLflow 3.17's UI opens an experiment on its GenAI overview unless told it is model training
+    first_tab = browse(
+        f"{server}/#/experiments/{exp}?workflowType=machine_learning", tmp_path / "p4", expect="train-topic"
+    )
+    assert "<title>Runs" in first_tab and "train-topic" in first_tab
+    key_metrics = browse(f"{server}/{runs_page(exp)}", tmp_path / "p5", expect="test_macro_f1")
+    assert "Key metrics" in key_metrics and "test_macro_f1" in key_metrics
+    assert key_metrics.count("train-topic") >= 2
 
     SCREENSHOTS.mkdir(exist_ok=True)
     compare_url = (
@@ -170,12 +186,17 @@ def test_a_server_that_is_down_fails_in_one_line(home, tiny_model_dir):
 
 
 def test_a_server_lost_during_training_loses_no_training(server, home, tiny_model_dir, tmp_path):
-    """The server dies after the run started: training goes on, the model stays on disk, and
-    `pipeline log-model` logs and registers it on a server that is up."""
+    """The server dies after the run started: training goes on through every local step (the epochs,
+    the decision fitted on validation, test scored), the complete model stays on disk, and `pipeline
+    log-model` logs and registers it on a server that is up: the model an uninterrupted training makes."""
     from mlflow.tracking import MlflowClient
 
     src = write_csv(home / "news.csv", synthetic_rows(20))
-    config = str(make_config(home, tiny_model_dir, src, train__epochs=40, train__early_stopping_patience=40))
+    config = str(
+        make_config(
+            home, tiny_model_dir, src, train__epochs=40, train__early_stopping_patience=40, model__tfidf_blend=True
+        )
+    )
     with running_server(tmp_path / "doomed") as (doomed, doomed_proc):
         env = {**os.environ, "PIPELINE_HOME": str(home), "MLFLOW_TRACKING_URI": doomed}
         training = subprocess.Popen(
@@ -200,8 +221,22 @@ def test_a_server_lost_during_training_loses_no_training(server, home, tiny_mode
     assert last.startswith("error: the MLflow store failed") and "pipeline log-model" in last, stderr[-2000:]
     assert "Traceback" not in stderr
     assert "epoch 40:" in stderr, "every epoch ran after the server went away"  # progress goes to stderr
-    assert json.loads((home / "model" / "pipeline.json").read_text())["training"]["epoch"] >= 1
+    assert "note: the MLflow store failed" in stderr and "training goes on without logging" in stderr
+    card = json.loads((home / "model" / "pipeline.json").read_text())
+    assert card["training"]["epoch"] >= 1 and card["training"]["complete"] is True
+    assert card["decision"]["temperature"] != 1.0 and card["decision"]["tfidf_blend"] is not None
+    assert not (home / "model.resume").exists() and not (home / "model.lock").exists()
 
     logged = cli(home, server, "log-model", str(home / "model"))
     assert logged.returncode == 0, logged.stderr
     assert "registered topic @champion" in logged.stdout
+
+    # the same config trained with a store that stays up: the same decision, the same test score
+    whole = cli(
+        home, f"sqlite:///{tmp_path / 'up.db'}", "train", "-c", config, "--set", f"train.output_dir={home / 'whole'}"
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert card["decision"] == json.loads((home / "whole" / "pipeline.json").read_text())["decision"]
+    [test_line] = [line for line in whole.stdout.splitlines() if line.startswith("test: macro-F1 ")]
+    macro_f1 = test_line.split()[2].rstrip(",")
+    assert f"test macro-F1 {macro_f1} " in logged.stdout, (logged.stdout, test_line)

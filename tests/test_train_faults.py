@@ -143,3 +143,33 @@ def test_a_second_training_of_a_task_is_refused_in_one_line(home, tiny_model_dir
     versions = mlflow.MlflowClient().search_model_versions("name='topic'")
     assert [str(v.version) for v in versions] == ["1"]
     assert list(mlflow.search_runs(experiment_names=["topic"])["params.train.seed"]) == ["1"]
+
+
+def test_log_model_refuses_a_folder_whose_training_did_not_finish(home, tiny_model_dir, monkeypatch):
+    import pipeline.stages.finalise as finalise
+    from pipeline.core.config import load_config
+    from pipeline.stages.train import train
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # the job stopped once the epochs were done, before the decision was fitted
+
+    src = write_csv(home / "news.csv", synthetic_rows(10))
+    cfg = load_config(make_config(home, tiny_model_dir, src))
+    monkeypatch.setattr(finalise, "fit_temperature", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, show_progress=False)
+    assert not (home / "model.lock").exists()
+    card_path = home / "model" / "pipeline.json"
+    card = json.loads(card_path.read_text())
+    assert card["training"]["complete"] is False
+    refused = run_cli(home, "log-model", str(home / "model"))
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: {home / 'model'} is an unfinished training") and "train --resume" in line, line
+
+    del card["training"]["complete"]  # a card written before the field
+    card_path.write_text(json.dumps(card))
+    refused = run_cli(home, "log-model", str(home / "model"))
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: {home / 'model'} was written before model cards said") and "--resume" in line
