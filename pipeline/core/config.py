@@ -322,7 +322,10 @@ def load_config(
         # libyaml's loader where PyYAML has it: the pure-Python one costs 70 ms of a one-article predict
         raw = yaml.load(cfg_path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise PipelineError(f"config file {cfg_path} is not valid YAML: {err}") from None
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PipelineError(f"config file {cfg_path} is not valid YAML: {problem}{at}") from None
     if not isinstance(raw, dict):
         raise PipelineError(f"config file {cfg_path} does not hold a mapping")
     if profile:

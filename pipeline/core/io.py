@@ -165,12 +165,33 @@ def os_reason(err: OSError) -> str:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; it replaces `target` only on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = owned_temp_dir(target.parent, f".{target.name}.")
     try:
         yield tmp
         replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def owned_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary folder `PREFIX<pid>.<random>` in `parent`, after removing those of the same prefix
+    whose process is gone (a killed prepare, export or training leaves its folder behind)."""
+    for old in parent.glob(f"{prefix}*"):
+        pid = old.name[len(prefix) :].split(".", 1)[0]
+        if old.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=parent))
+
+
+def pid_alive(pid: int) -> bool:
+    """A process of this machine with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def replace_dir(new: Path, target: Path) -> None:

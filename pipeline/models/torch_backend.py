@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError
 from pipeline.models.runtime import autocast, pick_device, pick_precision, quiet_transformers, resolve_model_name
+from pipeline.models.weights import load_tokenizer_from, load_weights
 from pipeline.text.windows import (
     CPU_BATCH_TOKENS,
     Windows,
@@ -145,10 +146,9 @@ class TorchBackend:
         cls, folder: Path, pooling: str, settings: WindowSettings, device: str, precision: str, batch_size: int
     ) -> TorchBackend:
         quiet_transformers()
-        from transformers import AutoTokenizer
-
         dev = pick_device(device)
-        model = classifier_class(pooling).from_pretrained(folder).to(dev)
+        # safetensors only, every weight checked, no custom code, nothing fetched (pipeline/models/weights.py)
+        model = load_weights(classifier_class(pooling), folder).to(dev)
+        tokenizer = load_tokenizer_from(folder)
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(model, tokenizer, settings, dev, pick_precision(precision, dev), batch_size)

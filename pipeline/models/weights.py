@@ -20,6 +20,8 @@ LOCAL_ONLY = {"trust_remote_code": False, "local_files_only": True}
 def load_weights(model_class: Any, folder: Path) -> Any:
     """`model_class.from_pretrained(folder)`, checked: safetensors present and whole, no weight missing,
     unexpected or of the wrong shape."""
+    if not (folder / "config.json").is_file():
+        raise PipelineError(f"{folder} has no config.json (the model's architecture); retrain the model")
     if not (folder / WEIGHTS_FILE).is_file():
         pickled = sorted(p.name for p in [*folder.glob("*.bin"), *folder.glob("*.pt"), *folder.glob("*.pth")])
         also = f" (only {', '.join(pickled)}: pickles, never loaded)" if pickled else ""
@@ -31,7 +33,7 @@ def load_weights(model_class: Any, folder: Path) -> Any:
         raise PipelineError(f"cannot load the model in {folder}: {reason}; retrain it") from None
     wrong = {kind: info.get(kind) or [] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(wrong.values()):
-        named = "; ".join(f"{k.replace('_', ' ')} {', '.join(map(str, v[:3]))}" for k, v in wrong.items() if v)
+        named = "; ".join(f"{k.replace('_', ' ')} {', '.join(sorted(map(str, v))[:3])}" for k, v in wrong.items() if v)
         raise PipelineError(f"the weights in {folder} do not fit its model ({named}); retrain it")
     return model
 

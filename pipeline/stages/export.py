@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import owned_temp_dir
 from pipeline.models.card import EMBEDDING, write_card
 from pipeline.models.loading import load_torch
 from pipeline.models.onnx_backend import OnnxBackend, OnnxEmbeddingBackend
@@ -57,7 +57,7 @@ def export_onnx(
         raise PipelineError("two-stage (gated) models cannot be exported yet: their gate is not in the graph")
     card = torch_model.card
     tfidf_first = tfidf_first and card.kind != EMBEDDING  # a zero-shot model has no TF-IDF part
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+    tmp = owned_temp_dir(folder, ".export-")
     try:
         chosen = _write_onnx(torch_model, tmp, int8)
         reference = torch_model.predict_proba(check_texts, check_pairs)

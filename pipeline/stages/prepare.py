@@ -338,6 +338,8 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     for path in inputs:
         if not path.exists():
             raise PipelineError(f"data source not found: {path}")
+        if path.is_dir():
+            raise PipelineError(f"data source {path} is a folder: give a csv, csv.gz, jsonl or parquet file")
     fingerprint = _fingerprint(cfg, inputs)
     card_path = out / CARD
     if not force and card_path.is_file():
@@ -367,6 +369,10 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     if missing:
         raise PipelineError(f"split(s) {missing} are empty after cleaning {source.name}")
     labels = cfg.data.labels or default_labels(cfg.data, rows)
+    if len(labels) < 2:
+        raise PipelineError(
+            f"{source.name} has one label only ({', '.join(labels) or 'none'}): a classifier needs at least two"
+        )
 
     tokenizer = load_tokenizer(cfg.model.name)
     # FNC-1 pairs one body with dozens of headlines: tokenize each distinct text once

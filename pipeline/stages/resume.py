@@ -84,12 +84,16 @@ def config_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str =
     return out
 
 
-def _saved(state_dir: Path) -> dict[str, Any]:
-    path = state_dir / RESUME_INFO
-    if not path.is_file():
+def require_resume_state(state_dir: Path) -> None:
+    if not (state_dir / RESUME_INFO).is_file():
         raise PipelineError(
             f"nothing to resume: {state_dir} not found (it is written after each epoch and removed when training ends)"
         )
+
+
+def _saved(state_dir: Path) -> dict[str, Any]:
+    require_resume_state(state_dir)
+    path = state_dir / RESUME_INFO
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:

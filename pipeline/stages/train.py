@@ -28,7 +28,13 @@ from pipeline.models.zeroshot import require_zeroshot
 from pipeline.stages.evaluate import log_evaluation, prepared_test_data
 from pipeline.stages.finalise import fit_decision, score_extra_tests, score_test
 from pipeline.stages.optimise import Progress, Session, Setup, build_setup, optimise, start_session
-from pipeline.stages.resume import ResumeInfo, read_resume_info, restore_resume_state, resume_dir
+from pipeline.stages.resume import (
+    ResumeInfo,
+    read_resume_info,
+    require_resume_state,
+    restore_resume_state,
+    resume_dir,
+)
 from pipeline.stages.train_data import TrainingData, load_training_data, select_rows
 from pipeline.tracking import store
 from pipeline.tracking.log import log_dataset, log_prepared_splits
@@ -62,6 +68,8 @@ def train(
     # launched by `accelerate launch` or `torchrun`, each process trains on its share of the batches;
     # the main process alone prepares the data first, tracks, evaluates and registers
     session = start_session(cfg)
+    if resume:  # nothing to resume is said before the data are prepared
+        require_resume_state(resume_dir(model_folder(cfg, pseudo_labels)))
     with training_lock(cfg, session, pseudo_labels):
         data = load_training_data(cfg, session.accelerator, pseudo_labels)
         resumed = find_resume_state(cfg, data, resume, session)
@@ -115,11 +123,15 @@ def train(
     )
 
 
+def model_folder(cfg: Config, pseudo_labels: bool) -> Path:
+    """Where the model is written (`models/topic`); self-training writes another folder."""
+    return resolve_path(require_zeroshot(cfg).self_training.output_dir if pseudo_labels else cfg.train.output_dir)
+
+
 def lock_path(cfg: Config, pseudo_labels: bool) -> Path:
-    """The lock beside the model folder (`models/topic.lock`); self-training writes another folder."""
-    output_dir = require_zeroshot(cfg).self_training.output_dir if pseudo_labels else cfg.train.output_dir
-    model_dir = resolve_path(output_dir)
-    return model_dir.with_name(model_dir.name + ".lock")
+    """The lock beside the model folder (`models/topic.lock`)."""
+    folder = model_folder(cfg, pseudo_labels)
+    return folder.with_name(folder.name + ".lock")
 
 
 def training_lock(cfg: Config, session: Session, pseudo_labels: bool) -> AbstractContextManager[Any]:

@@ -63,7 +63,7 @@ class BadInput:
 
 def parse_article(raw: str, source: str) -> Article:
     """Split leading `key value` header lines from the body."""
-    lines = raw.splitlines()
+    lines = raw.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # not splitlines: \x1c-\x1e are text
     metadata: dict[str, Any] = {}
     body_start = 0
     for i, line in enumerate(lines):
@@ -81,7 +81,7 @@ def parse_article(raw: str, source: str) -> Article:
                 break
             continue
         if match and key in LINE_KEYS and len(line) <= 300:
-            metadata[key] = f"{match.group(2)} {match.group(3)}".strip()
+            metadata[key] = line[match.start(2) :].strip()
             body_start = i + 1
             continue
         break
@@ -221,9 +221,10 @@ def _stdin_articles(stdin: BinaryIO, stdin_format: str, note: Callable[[str], No
         if not line or line.strip():
             break
     if stdin_format == "jsonl" or (stdin_format == "auto" and _is_json_object(first)):
-        if stdin_format == "auto":
-            note("stdin read as JSONL, one article a line (--stdin text reads it as one article)")
-        yield from _json_lines(itertools.chain([first], stdin), "<stdin>")
+        for n, item in enumerate(_json_lines(itertools.chain([first], stdin), "<stdin>")):
+            if n == 1 and stdin_format == "auto":  # several lines that could have been one article's
+                note("stdin read as JSONL, one article a line (--stdin text reads it as one article)")
+            yield item
         return
     data = first + stdin.read(max(0, limit - len(first)))
     more = stdin.read(1) != b""
