@@ -106,6 +106,15 @@ class DataConfig(Strict):
         return self
 
 
+def stride_advice(section: str, stride: int, max_length: int) -> str:
+    """Why a window and its stride do not fit, and the values that would."""
+    return (
+        f"{section}.stride ({stride}) must be under half of {section}.max_length ({max_length}): "
+        f"set {section}.stride to at most {max(max_length // 2 - 1, 0)}, or {section}.max_length to at least "
+        f"{2 * stride + 2}"
+    )
+
+
 class ModelConfig(Strict):
     name: str
     max_length: int = Field(ge=16, le=8192)
@@ -124,7 +133,7 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
         if self.stride >= self.max_length // 2:
-            raise ValueError(f"model.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+            raise ValueError(stride_advice("model", self.stride, self.max_length))
         if self.tfidf_blend and self.gate_label is not None:
             raise ValueError("model.tfidf_blend and model.gate_label cannot both be set")
         if self.tfidf_first and not self.tfidf_blend:
@@ -157,7 +166,7 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _stride_fits(self) -> TrainConfig:
         if self.max_length is not None and self.stride is not None and self.stride >= self.max_length // 2:
-            raise ValueError(f"train.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+            raise ValueError(stride_advice("train", self.stride, self.max_length))
         return self
 
 
@@ -210,7 +219,7 @@ class ZeroShotConfig(Strict):
         if "{}" not in self.hypothesis_template or any("{}" not in p for p in self.default_phrasings):
             raise ValueError("zeroshot.hypothesis_template and zeroshot.default_phrasings need a {} for the label")
         if self.stride >= self.max_length // 2:
-            raise ValueError(f"zeroshot.stride ({self.stride}) must be under half of max_length ({self.max_length})")
+            raise ValueError(stride_advice("zeroshot", self.stride, self.max_length))
         return self
 
 
