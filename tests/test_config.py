@@ -66,7 +66,10 @@ def test_override_is_typed():
         ("train.epochs", "not of the form"),
         ("train.epochs=many", "train.epochs"),
         ("model.combine=median", "model.combine"),
-        ("model.stride=300", r"model.stride \(300\) must be under half of max_length \(512\)"),
+        (
+            "model.stride=300",
+            r"model.stride \(300\) must be under half of model.max_length \(512\): set model.stride to at most 255, or model.max_length to at least 602",
+        ),
     ],
 )
 def test_bad_override_names_the_key(override, message):
