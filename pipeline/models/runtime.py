@@ -47,7 +47,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_model_name(name))
+        # a packaged folder, a local folder, or the hub id (at the revision) the user's config names
+        return AutoTokenizer.from_pretrained(resolve_model_name(name), trust_remote_code=False)  # nosec B615
     except OSError as err:
         raise PipelineError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]}") from None
 

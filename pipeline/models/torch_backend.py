@@ -53,7 +53,8 @@ def build_classifier(
     try:
         path = resolve_model_name(name)
         # a base model's own code never runs, and its weights are read as safetensors, never unpickled
-        config = AutoConfig.from_pretrained(  # nosec B615  # the hub id (if any) the user's config names
+        # the hub id (if any) is the one the user's config names, at the revision they chose
+        config = AutoConfig.from_pretrained(  # nosec B615
             path,
             trust_remote_code=False,
             num_labels=len(labels),

@@ -27,7 +27,8 @@ def load_weights(model_class: Any, folder: Path) -> Any:
         also = f" (only {', '.join(pickled)}: pickles, never loaded)" if pickled else ""
         raise PipelineError(f"{folder} has no {WEIGHTS_FILE}{also}; retrain the model or give its folder")
     try:
-        model, info = model_class.from_pretrained(folder, use_safetensors=True, output_loading_info=True, **LOCAL_ONLY)  # nosec B615: a local folder, not the hub
+        # a local folder, not the hub: no revision to pin
+        model, info = model_class.from_pretrained(folder, use_safetensors=True, output_loading_info=True, **LOCAL_ONLY)
     except Exception as err:  # safetensors, torch and transformers raise many types for a damaged file
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise PipelineError(f"cannot load the model in {folder}: {reason}; retrain it") from None
@@ -42,6 +43,6 @@ def load_tokenizer_from(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)  # nosec B615: a local folder, not the hub
+        return AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)  # nosec B615
     except Exception as err:  # tokenizers raises a bare Exception for a corrupt tokenizer.json
         raise PipelineError(f"cannot load the tokenizer in {folder} ({type(err).__name__}); retrain it") from None

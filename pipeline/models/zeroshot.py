@@ -90,7 +90,15 @@ class EmbeddingBackend:
         tokenizer = load_tokenizer(zcfg.encoder)
         device = pick_device(runtime.device)
         try:
-            encoder = AutoModel.from_pretrained(resolve_model_name(zcfg.encoder)).to(device).eval()
+            # a packaged folder, a local folder, or the hub id the user's config names; no code of its own
+            path = resolve_model_name(zcfg.encoder)
+            encoder = (
+                AutoModel.from_pretrained(  # nosec B615
+                    path, use_safetensors=True, trust_remote_code=False
+                )
+                .to(device)
+                .eval()
+            )
         except OSError as err:
             raise PipelineError(f"cannot load encoder {zcfg.encoder!r}: {str(err).splitlines()[0]}") from None
         max_windows = zcfg.max_windows if zcfg.pooling == "mean" else 1
@@ -207,7 +215,13 @@ def _nli_pipeline(path: str, device: str, name: str) -> Any:
     from transformers import pipeline
 
     try:
-        return pipeline("zero-shot-classification", model=path, device=pick_device(device))
+        return pipeline(
+            "zero-shot-classification",
+            model=path,
+            device=pick_device(device),
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True},
+        )
     except (OSError, ValueError) as err:
         raise PipelineError(f"cannot load NLI model {name!r}: {str(err).splitlines()[0]}") from None
 

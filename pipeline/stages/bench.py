@@ -119,7 +119,14 @@ def plain_pipeline(
     quiet_transformers()
     from transformers import pipeline
 
-    classify = pipeline("text-classification", model=str(folder), tokenizer=str(folder), device=device)
+    classify = pipeline(
+        "text-classification",
+        model=str(folder),
+        tokenizer=str(folder),
+        device=device,
+        trust_remote_code=False,
+        model_kwargs={"use_safetensors": True},
+    )
     inputs: list[Any] = (
         [{"text": p, "text_pair": t} for p, t in zip(pairs, texts, strict=True)] if pairs is not None else texts
     )

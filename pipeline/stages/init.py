@@ -87,7 +87,8 @@ def init_config(
     if label_columns:
         label_sets = _binary_labels(df, label_columns)
     else:
-        assert label_column is not None  # _label_mode: exactly one of the two
+        if label_column is None:  # _label_mode gives exactly one of the two
+            raise PipelineError("give --label-column or --label-columns")
         label_sets = _cell_labels(df, label_column, label_separator, warnings)
     where = f"column {label_column!r}" if label_column else "--label-columns"
     counts = _count_labels(label_sets, label_columns or [], where, warnings)

@@ -159,7 +159,8 @@ def set_prior_bias(model: Any, y: np.ndarray) -> None:
 
 
 def apply_fast_paths(cfg: Config, model: Any, session: Session) -> dict[str, bool]:
-    fast_paths = {"first_token_last_layer": False, "rand_dropout": False}
+    # "token" in a key's name is a model's token, not a password
+    fast_paths = {"first_token_last_layer": False, "rand_dropout": False}  # nosec B105
     if cfg.train.fast_paths:
         from pipeline.models.fast_bert import first_token_last_layer, rand_dropout  # they import torch at their top
 

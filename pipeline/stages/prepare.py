@@ -148,7 +148,8 @@ def label_cells(df: pd.DataFrame, d: DataConfig) -> pd.Series:
         on = df[list(d.label_columns)].apply(lambda c: c.astype(str).str.strip().str.lower().isin(["1", "1.0", "true"]))
         names = [label_map.get(c, c) for c in d.label_columns]
         return on.apply(lambda row: LABEL_SET_SEP.join(n for n, v in zip(names, row, strict=True) if v), axis=1)
-    assert d.label_column is not None  # the config allows one of the two
+    if d.label_column is None:  # the config allows exactly one of the two
+        raise PipelineError("give data.label_column or data.label_columns")
     cells = df[d.label_column].astype("string").fillna("").str.strip()
     if not d.multi_label:
         return cells.replace(label_map)
