@@ -157,8 +157,10 @@ def train(
     ] = "local",
     num_processes: Annotated[int, typer.Option(min=1, help="Data-parallel processes with --engine spark.")] = 2,
     spark_master: SparkMasterOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune, keep the best epoch on validation, evaluate on test, log and register."""
+    _set_quiet(quiet)
     from pipeline.stages.train import train as run_train
     from pipeline.tracking.store import store_errors
 
@@ -501,11 +503,13 @@ def batch(
     partitions: Annotated[
         int | None, typer.Option(min=1, help="Spark tasks to label in (default: the input's, at least one a core).")
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Label a table of articles into Parquet: topic label, score and class probabilities, stance when asked."""
     from pipeline.stages.batch import Columns, batch_local, batch_spark, check_output, scorers
     from pipeline.text.articles import given_names
 
+    _set_quiet(quiet)
     cfg = _config(config, set_)
     if engine not in ("local", "spark"):
         raise PipelineError(f"--engine {engine!r}: choose local or spark")

@@ -68,7 +68,8 @@ def test_override_is_typed():
         ("model.combine=median", "model.combine"),
         (
             "model.stride=300",
-            r"model.stride \(300\) must be under half of model.max_length \(512\): set model.stride to at most 255, or model.max_length to at least 602",
+            r"model.stride \(300\) must be under half of model.max_length \(512\): "
+            r"set model.stride to at most 255, or model.max_length to at least 602",
         ),
     ],
 )

@@ -116,3 +116,13 @@ def advance_texts(n: int) -> None:
     reporter = _active.get()
     if reporter is not None and reporter.counts_texts:
         reporter.advance(n)
+
+
+@contextmanager
+def aside() -> Iterator[None]:
+    """Work inside a stage that its count leaves out (an export's check after the scoring)."""
+    token = _active.set(None)
+    try:
+        yield
+    finally:
+        _active.reset(token)

@@ -13,6 +13,7 @@ import glob
 import re
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_dir
+from pipeline.core.progress import advance, quiet, reporting
 from pipeline.models.card import ModelCard
 from pipeline.models.frames import output_schema, score_frame
 from pipeline.models.predictor import Predictor
@@ -210,10 +212,13 @@ def batch_local(
     rows = errors = 0
     progress = Progress(
         TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TextColumn("articles"), TimeElapsedColumn(),
-        disable=not show_progress, console=Console(stderr=True),
+        disable=not show_progress or quiet(), console=Console(stderr=True),
     )  # fmt: skip
-    with atomic_dir(Path(output)) as tmp, progress:
-        task = progress.add_task("batch", total=count_rows(files))
+    total = count_rows(files)
+    # a terminal gets the bar; a log file (a cluster job) gets a line every ~10 s
+    lines = reporting("batch", total) if not show_progress and not quiet() else nullcontext()
+    with atomic_dir(Path(output)) as tmp, progress, lines:
+        task = progress.add_task("batch", total=total)
         settled: Columns | None = None
         for part, chunk in enumerate(read_chunks(files, chunk_rows)):
             settled = settled or check_columns([str(c) for c in chunk.columns], cols, str(files[0]))
@@ -222,6 +227,7 @@ def batch_local(
             rows += len(labelled)
             errors += int(labelled["error"].notna().sum())
             progress.update(task, advance=len(chunk))
+            advance(len(chunk))
         if rows == 0:
             raise PipelineError(f"no rows in {', '.join(inputs)}")
     return BatchResult(output, "local", rows, errors, time.perf_counter() - start)

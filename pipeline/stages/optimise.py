@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import yaml
 
+from pipeline.core import progress
 from pipeline.core.config import Config
 from pipeline.core.io import atomic_dir
 from pipeline.core.metrics import compute_metrics
@@ -331,11 +334,20 @@ def optimise(
     import mlflow
 
     noted = log.error is not None
-    with progress_bar(show_progress and session.main) as bar:
+    show = show_progress and session.main and not progress.quiet()
+    # a terminal gets the bar; a log file (a cluster job) gets a line every ~10 s
+    lines = (
+        progress.reporting("train", setup.total_steps, "steps") if show and not sys.stderr.isatty() else nullcontext()
+    )
+    with progress_bar(show and sys.stderr.isatty()) as bar, lines:
         task = bar.add_task("train", total=setup.total_steps, completed=state.step, epoch=state.first_epoch, loss=0.0)
         for epoch in range(state.first_epoch, setup.epochs + 1):
             epoch_start = time.perf_counter()
-            advance = lambda loss, e=epoch: bar.update(task, advance=1, epoch=e, loss=loss)  # noqa: E731
+
+            def advance(loss: float, e: int = epoch) -> None:
+                bar.update(task, advance=1, epoch=e, loss=loss)
+                progress.advance(1)
+
             losses = train_epoch(cfg, session, setup, state, rng, advance, log)
             val, logits = validate(cfg, session, data, setup)
             loss = float(np.mean(losses)) if losses else float("nan")

@@ -93,9 +93,10 @@ def _evaluate_and_log(
             save_model(clf, tmp)
             if register and zcfg.engine == "embedding":  # predict, the service and batch then run it without torch
                 check = validation or data
-                onnx = export_fast(
-                    tmp, check.texts[:EXPORT_CHECK_TEXTS], check.pairs[:EXPORT_CHECK_TEXTS] if check.pairs else None
-                )
+                with progress.aside():
+                    onnx = export_fast(
+                        tmp, check.texts[:EXPORT_CHECK_TEXTS], check.pairs[:EXPORT_CHECK_TEXTS] if check.pairs else None
+                    )
                 mlflow.set_tag("onnx", onnx)
         registered = register_model(folder, clf.labels, zcfg.registered_model if register else None, score)
     result.run_id = run.info.run_id
