@@ -40,17 +40,18 @@ def list_runs(task: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Runs of every experiment (or of `task`'s runs), newest first."""
     import mlflow
 
-    store.import_mlflow()
-    experiments = [e.name for e in mlflow.search_experiments()]
-    if not experiments:
-        return []
-    frame = mlflow.search_runs(
-        experiment_names=experiments,
-        filter_string=f"tags.task = '{task}'" if task else "",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit,
-    )
-    aliases = _aliases_by_run()
+    store.client()  # a server that is down, or a locked store, fails here in one line
+    with store.store_reads():
+        experiments = [e.name for e in mlflow.search_experiments()]
+        if not experiments:
+            return []
+        frame = mlflow.search_runs(
+            experiment_names=experiments,
+            filter_string=f"tags.task = '{task}'" if task else "",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+        aliases = _aliases_by_run()
 
     def get(row: Any, key: str) -> Any:
         value = row.get(key)

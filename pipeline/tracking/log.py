@@ -5,6 +5,9 @@ Every stage logs through these, so every run of a task carries the same metric n
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,28 @@ import numpy as np
 from pipeline.core.metrics import CALIBRATION_BINS, label_sets
 
 MISTAKES_SHOWN = 25
+LABEL_KEYS_TAG = "metric_label_names"  # {name in metric keys: label}, for the labels the two differ
+_UNSAFE = re.compile(r"[^\w.\-]+")
+LABEL_KEY_LENGTH = 100  # MLflow takes keys up to 250 characters, prefix and metric name included
+
+
+def label_keys(labels: Sequence[str]) -> dict[str, str]:
+    """Each label's name in metric keys (`test_f1_<name>`): what is neither a letter, a digit, `_`,
+    `.` nor `-` becomes `_` (MLflow's UI makes a `/` a chart group: `Sci/Tech` -> `Sci_Tech`). A
+    label that is safe as it is keeps its name; one whose name is taken gets `_2`, `_3`, ... in the
+    labels' order, so that keys stay distinct."""
+    safe = {label: _UNSAFE.sub("_", str(label)).strip("_")[:LABEL_KEY_LENGTH] or "label" for label in labels}
+    out = {label: name for label, name in safe.items() if name == label}
+    used = set(out.values())
+    for label in labels:
+        if label in out:
+            continue
+        name, n = safe[label], 2
+        while name in used:
+            name, n = f"{safe[label]}_{n}", n + 1
+        used.add(name)
+        out[label] = name
+    return {label: out[label] for label in labels}
 
 
 def _figures(metrics: dict[str, Any], title: str) -> dict[str, Any]:
@@ -87,22 +112,29 @@ MULTI_LABEL_SCALARS = ("micro_f1", "samples_f1", "subset_accuracy", "hamming_los
 
 
 def log_metrics(metrics: dict[str, Any], prefix: str) -> None:
-    """Scalars as `{prefix}_<metric>` and `{prefix}_<metric>_<label>`; the metrics JSON, a per-class
-    table, confusion matrices (counts, normalised) and a reliability diagram as artifacts (multi-label:
-    a per-label F1 chart instead of the confusion matrices)."""
+    """Scalars as `{prefix}_<metric>` and `{prefix}_<metric>_<label>` (the label as `label_keys` names
+    it; the labels renamed there in the tag `metric_label_names`); the metrics JSON, a per-class table
+    (the label and its `metric_key_label`), confusion matrices (counts, normalised) and a reliability
+    diagram as artifacts (multi-label: a per-label F1 chart instead of the confusion matrices)."""
     import matplotlib.pyplot as plt
     import mlflow
     import pandas as pd
 
     flat = {f"{prefix}_{key}": metrics[key] for key in (*SCALARS, *MULTI_LABEL_SCALARS) if key in metrics}
     flat[f"{prefix}_macro_f1_ci_low"], flat[f"{prefix}_macro_f1_ci_high"] = metrics["macro_f1_ci95"]
+    keys = label_keys(list(metrics["per_class"]))
     for label, row in metrics["per_class"].items():
         for key in ("precision", "recall", "f1", "roc_auc", "pr_auc"):
             if row[key] is not None:
-                flat[f"{prefix}_{key}_{label}"] = row[key]
+                flat[f"{prefix}_{key}_{keys[label]}"] = row[key]
     mlflow.log_metrics(flat)
+    renamed = {name: label for label, name in keys.items() if name != label}
+    if renamed and len(tag := json.dumps(renamed, ensure_ascii=False)) <= 8000:  # MLflow's longest tag value
+        mlflow.set_tag(LABEL_KEYS_TAG, tag)
     mlflow.log_dict(metrics, f"{prefix}/metrics.json")
-    table = pd.DataFrame([{"label": label, **row} for label, row in metrics["per_class"].items()])
+    table = pd.DataFrame(
+        [{"label": label, "metric_key_label": keys[label], **row} for label, row in metrics["per_class"].items()]
+    )
     if "thresholds" in metrics:
         table["threshold"] = metrics["thresholds"]
     mlflow.log_table(table, f"{prefix}/per_class.json")

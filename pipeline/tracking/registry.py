@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.config import project_root
 from pipeline.core.errors import PipelineError
 from pipeline.models.card import CARD_FILE
 from pipeline.models.loading import load_model
 from pipeline.models.predictor import Predictor
-from pipeline.tracking.store import client, import_mlflow, tracking_uri
+from pipeline.tracking.store import (
+    StoreUnavailable,
+    client,
+    first_line,
+    import_mlflow,
+    is_locked,
+    read_sqlite,
+    shown_uri,
+    store_reads,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_METRIC = "val_macro_f1"
@@ -51,7 +60,9 @@ def champion_score(name: str) -> tuple[str, float] | None:
 
     try:
         mv = client().get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except MlflowException as err:
+        if is_locked(err):  # not "no champion": that would hand the alias to any model
+            raise
         return None
     score = mv.tags.get(SELECTION_METRIC)
     return (mv.version, float(score)) if score is not None else (mv.version, float("-inf"))
@@ -91,60 +102,63 @@ def resolve_model(ref: str) -> tuple[Path, str]:
     from mlflow.exceptions import MlflowException
 
     try:
-        if ref.startswith("models:/"):
-            name, _, which = ref[len("models:/") :].partition("@")
-            c = client()
-            if which:
-                mv = c.get_model_version_by_alias(name, which)
-            else:
-                name, _, version = ref[len("models:/") :].partition("/")
-                mv = c.get_model_version(name, version)
-            uri = f"models:/{name}/{mv.version}"
-            source = c.get_model_version_download_uri(name, mv.version)
-            if source.startswith("file://") and Path(source[7:]).is_dir():
-                return _model_folder(Path(source[7:])), uri
-            cache = project_root() / ".cache" / "models" / name / f"v{mv.version}"
-        else:
-            uri = ref
-            cache = project_root() / ".cache" / "runs" / ref[len("runs:/") :].replace("/", "_")
-        if not cache.is_dir():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=cache.parent))
-            try:
-                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
-                os.replace(tmp, cache)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return _model_folder(cache), uri
+        with store_reads():
+            return _resolve_in_store(ref, mlflow)
     except MlflowException as err:
-        raise PipelineError(f"model {ref} not found in {tracking_uri()}: {str(err).splitlines()[0]}") from None
+        raise PipelineError(f"model {ref} not found in {shown_uri()}: {first_line(err)}") from None
+
+
+def _resolve_in_store(ref: str, mlflow: Any) -> tuple[Path, str]:
+    if ref.startswith("models:/"):
+        name, _, which = ref[len("models:/") :].partition("@")
+        c = client()
+        if which:
+            mv = c.get_model_version_by_alias(name, which)
+        else:
+            name, _, version = ref[len("models:/") :].partition("/")
+            mv = c.get_model_version(name, version)
+        uri = f"models:/{name}/{mv.version}"
+        source = c.get_model_version_download_uri(name, mv.version)
+        if source.startswith("file://") and Path(source[7:]).is_dir():
+            return _model_folder(Path(source[7:])), uri
+        cache = project_root() / ".cache" / "models" / name / f"v{mv.version}"
+    else:
+        uri = ref
+        cache = project_root() / ".cache" / "runs" / ref[len("runs:/") :].replace("/", "_")
+    if not cache.is_dir():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+            os.replace(tmp, cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _model_folder(cache), uri
 
 
 def _local_alias(ref: str) -> tuple[Path, str] | None:
     """`models:/NAME@ALIAS` read straight from a local sqlite store, without importing MLflow (about
     2 s of a one-article predict); None whenever anything is not as expected, and MLflow answers.
     A store that answers but has no such alias raises at once: predict's optional stance models
-    would otherwise import MLflow only to learn that they are absent."""
-    uri = tracking_uri()
+    would otherwise import MLflow only to learn that they are absent. A locked store is waited
+    for, then fails in one line (`read_sqlite`)."""
     name, _, alias = ref[len("models:/") :].partition("@")
-    db = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-    if not alias or db is None or not db.is_file():
+    if not alias:
+        return None
+    rows = read_sqlite(
+        "SELECT mv.version, mv.storage_location FROM registered_model_aliases a JOIN model_versions mv "
+        "ON a.name = mv.name AND a.version = mv.version WHERE a.name = ? AND a.alias = ?",
+        (name, alias),
+    )
+    if rows is None:
+        return None
+    if not rows:
+        raise PipelineError(f"model {ref} not found in {shown_uri()}")
+    version, location = rows[0]
+    if not str(location).startswith("file://") or not Path(str(location)[7:]).is_dir():
         return None
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            row = conn.execute(
-                "SELECT mv.version, mv.storage_location FROM registered_model_aliases a JOIN model_versions mv "
-                "ON a.name = mv.name AND a.version = mv.version WHERE a.name = ? AND a.alias = ?",
-                (name, alias),
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    if row is None:
-        raise PipelineError(f"model {ref} not found in {uri}")
-    if not str(row[1]).startswith("file://") or not Path(str(row[1])[7:]).is_dir():
-        return None
-    try:
-        return _model_folder(Path(str(row[1])[7:])), f"models:/{name}/{row[0]}"
+        return _model_folder(Path(str(location)[7:])), f"models:/{name}/{version}"
     except PipelineError:
         return None
 
@@ -156,6 +170,8 @@ def load_registered(
     ref = model_ref or f"models:/{registered_model}@{CHAMPION}"
     try:
         folder, uri = resolve_model(ref)
+    except StoreUnavailable:  # not "no trained model": the store could not say
+        raise
     except PipelineError:
         if model_ref is None:
             raise PipelineError(
