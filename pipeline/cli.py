@@ -415,6 +415,69 @@ def predict(
     _write_predictions(results, cfg.task, as_json, _count_inputs(paths))
 
 
+@app.command()
+def explain(
+    article: Annotated[str | None, typer.Argument(help="A .txt article (not with --evaluate).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    label: Annotated[str | None, typer.Option(help="Explain this label (default: the predicted one).")] = None,
+    target: Annotated[str | None, typer.Option(help="Explain the stance toward this entity.")] = None,
+    claim: Annotated[str | None, typer.Option(help="Explain the stance toward this claim.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write a page that highlights the sentences.")
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Score the explanations' faithfulness on test articles (an MLflow run).")
+    ] = False,
+    n: Annotated[int, typer.Option("--n", help="With --evaluate: test articles to explain.")] = 200,
+    on: Annotated[str | None, typer.Option("--on", help="With --evaluate: one of data.extra_tests, by name.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Why the model gave a label: the sentences that drove it (occlusion) and, for a blended model, its terms."""
+    from pipeline.core import progress
+
+    cfg = _config(config, set_, profile)
+    _set_quiet(quiet)
+    if evaluate:
+        from pipeline.stages.explain import evaluate_faithfulness
+
+        if article is not None:
+            raise PipelineError("--evaluate scores test articles: give no ARTICLE")
+        with progress.reporting("explain --evaluate", n):
+            f = evaluate_faithfulness(cfg, model, n, on)
+        if as_json:
+            _echo_json(f.result.as_json())
+            return
+        r = f.result
+        typer.echo(f"faithfulness of {f.model_uri} on {f.data_name} (n={r.n}), {f.seconds:.0f} s")
+        for kind, values in (("comprehensiveness", r.comprehensiveness), ("sufficiency", r.sufficiency)):
+            typer.echo(f"  {kind:<18} " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()))
+        typer.echo(f"run {f.run_id}")
+        return
+    if article is None:
+        raise PipelineError("give an ARTICLE to explain, or --evaluate")
+    from pipeline.stages.explain import explain_article, write_html
+
+    x = explain_article(cfg, article, model, label, target, claim)
+    e = x.explanation
+    if html_out is not None:
+        write_html(e, x.text, Path(article).name, html_out)
+    if as_json:
+        _echo_json(e.as_json())
+        return
+    typer.echo(f"{e.label} ({e.score:.3f}) by {x.model_uri}; {len(e.sentences)} sentences, {x.seconds:.2f} s")
+    for s in e.top(5):
+        shown = s.text if len(s.text) <= 110 else s.text[:107] + "..."
+        typer.echo(f"  {s.weight:+.4f}  {shown}")
+    if e.terms:
+        typer.echo("  terms: " + ", ".join(f"{t['term']} {t['weight']:+.3f}" for t in e.terms))
+    if html_out is not None:
+        typer.echo(f"wrote {html_out}")
+
+
 def _write_predictions(results: Iterator[dict[str, Any]], task: str, as_json: bool, total: int | None) -> None:
     """Each result as it comes (JSON lines) or a table at the end; bad inputs on stderr; exit 2 when
     nothing could be scored."""

@@ -139,6 +139,23 @@ class TfidfModel:
         values = np.asarray([1.0 + math.log(c) for _, c in hits]) * self.idf[idx]
         return idx, values / np.linalg.norm(values)
 
+    def term_weights(self, text: str, label: int, top: int) -> list[tuple[str, float]]:
+        """The `top` terms of `text` by their contribution to `label`'s score (TF-IDF value times the
+        label's weight, less the mean over labels for a softmax model, where only differences count)."""
+        idx, values = self.features(text)
+        if not len(idx):
+            return []
+        coef = self.coef[:, idx]
+        if self.multi_label:
+            weights = coef[label]
+        elif coef.shape[0] == 1:  # binary: the one row scores the second label
+            weights = coef[0] / 2 if label == 1 else -coef[0] / 2
+        else:
+            weights = coef[label] - coef.mean(axis=0)
+        contribution = weights * values
+        order = np.argsort(-np.abs(contribution), kind="stable")[:top]
+        return [(self.terms[idx[i]], float(contribution[i])) for i in order]
+
     def log_proba(self, texts: list[str]) -> np.ndarray:
         scores = np.zeros((len(texts), self.coef.shape[0]))
         for row, text in enumerate(texts):
