@@ -478,6 +478,65 @@ def explain(
         typer.echo(f"wrote {html_out}")
 
 
+@app.command()
+def suggest(
+    data: Annotated[
+        Path | None, typer.Argument(help="Unlabelled csv/jsonl/parquet articles (not with --simulate).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    n: Annotated[int, typer.Option("--n", help="Articles to suggest.")] = 200,
+    strategy: Annotated[
+        str, typer.Option(help="margin | entropy | diverse (uncertain, then k-centre) | random.")
+    ] = "margin",
+    fmt: Annotated[str, typer.Option("--format", help="csv | label-studio (JSON tasks with pre-annotations).")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column(s), comma-separated (default: the config's).")
+    ] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Replay active learning on the prepared splits against random choice.")
+    ] = False,
+    start: Annotated[int, typer.Option(help="--simulate: labelled train articles to start from.")] = 50,
+    step: Annotated[int, typer.Option(help="--simulate: articles labelled a round.")] = 50,
+    rounds: Annotated[int, typer.Option(help="--simulate: rounds.")] = 6,
+    seeds: Annotated[int, typer.Option(help="--simulate: seeds (start sets) to average over.")] = 3,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Which articles to label next (uncertainty, optionally with diversity); --simulate measures the gain."""
+    cfg = _config(config, set_, profile)
+    _set_quiet(quiet)
+    if simulate:
+        from pipeline.stages.suggest import REACH
+        from pipeline.stages.suggest import simulate as run_simulation
+
+        if data is not None:
+            raise PipelineError("--simulate replays the prepared splits: give no DATA")
+        sim = run_simulation(cfg, start, step, rounds, strategy, seeds)
+        summary = sim.summary()
+        if as_json:
+            _echo_json(summary | {"run_id": sim.run_id})
+            return
+        typer.echo(f"active learning, {strategy} against random, {seeds} seeds, {sim.seconds:.0f} s; run {sim.run_id}")
+        typer.echo("  labelled   " + " ".join(f"{k:>11}" for k in sim.labelled))
+        for name in (strategy, "random"):
+            row = summary[name]
+            cells = " ".join(f"{m:.3f}±{sd:.3f}" for m, sd in zip(row["test_mean"], row["test_std"], strict=True))
+            typer.echo(f"  {name:<10} {cells}  (test macro-F1; labels to {REACH}: {row[f'labels_to_{REACH}']})")
+        return
+    if data is None or output is None:
+        raise PipelineError("give DATA (unlabelled articles) and --output FILE, or --simulate")
+    from pipeline.stages.suggest import suggest as run_suggest
+
+    r = run_suggest(cfg, data, output, n, strategy, fmt, _column_list(text_column), model)
+    typer.echo(f"wrote {r.path}: {r.n} of {r.of} articles to label, by {strategy} ({r.model_uri})")
+    for extra in r.extra_files:
+        typer.echo(f"wrote {extra}: the Label Studio labelling interface for these tasks")
+
+
 def _write_predictions(results: Iterator[dict[str, Any]], task: str, as_json: bool, total: int | None) -> None:
     """Each result as it comes (JSON lines) or a table at the end; bad inputs on stderr; exit 2 when
     nothing could be scored."""

@@ -24,6 +24,7 @@ PLACEHOLDERS = {
     "OUT": "labels/",
     "TASK": "topic",
     "CONFIG": "configs/reuters.yaml",
+    "ARTICLE": SEED,
 }
 
 

@@ -71,7 +71,7 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
         elif name.endswith((".jsonl", ".jsonl.gz")):
             df = pd.read_json(path, lines=True, dtype=False)
         elif name.endswith(".json"):
-            df = pd.read_json(path, dtype=False)
+            df = _json_table(path)
         elif name.endswith(".parquet"):
             df = pd.read_parquet(path)
         else:
@@ -91,6 +91,42 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
             f"{path.name} has no column {', '.join(map(repr, missing))} (columns: {', '.join(map(str, df.columns))})"
         )
     return df
+
+
+LABEL_STUDIO_LABEL = "label"  # the column a Label Studio export's chosen labels go to (space-separated)
+
+
+def _json_table(path: Path) -> pd.DataFrame:
+    """A JSON array of row objects, or a Label Studio JSON export (tasks with `data` and `annotations`)."""
+    import pandas as pd
+
+    with path.open(encoding="utf-8") as f:
+        rows = json.load(f)
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) and "data" in r for r in rows):
+        return pd.DataFrame(label_studio_rows(rows, str(path)))
+    return pd.read_json(path, dtype=False)
+
+
+def label_studio_rows(tasks: list[dict[str, Any]], source: str) -> list[dict[str, str]]:
+    """The labelled rows of a Label Studio export: each task's `data` fields and `label`, the choices of its
+    latest annotation that was not cancelled (several choices joined by a space); unlabelled tasks skipped."""
+    rows = []
+    for task in tasks:
+        done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+        if not done:
+            continue
+        choices = [
+            c
+            for r in done[-1].get("result") or []
+            if isinstance(r, dict) and r.get("type") == "choices"
+            for c in (r.get("value") or {}).get("choices") or []
+        ]
+        if choices:
+            data = {k: "" if v is None else str(v) for k, v in (task.get("data") or {}).items()}
+            rows.append(data | {LABEL_STUDIO_LABEL: " ".join(choices)})
+    if not rows:
+        raise PipelineError(f"{source}: a Label Studio export with no labelled task (no choices in any annotation)")
+    return rows
 
 
 def filter_rows(df: pd.DataFrame, where: dict[str, list[str]] | None, path: Path) -> pd.DataFrame:

@@ -85,13 +85,23 @@ class EmbeddingBackend:
 
     @classmethod
     def build(cls, zcfg: ZeroShotConfig, phrasings: dict[str, list[str]], runtime: RuntimeConfig) -> EmbeddingBackend:
+        max_windows = zcfg.max_windows if zcfg.pooling == "mean" else 1
+        settings = WindowSettings(max_length=zcfg.max_length, stride=zcfg.stride, max_windows=max_windows)
+        backend = cls.encoder_only(zcfg.encoder, settings, runtime)
+        backend.prototypes = np.stack([normalise(backend.embed(p).mean(axis=0)) for p in phrasings.values()])
+        return backend
+
+    @classmethod
+    def encoder_only(cls, name: str, settings: WindowSettings, runtime: RuntimeConfig) -> EmbeddingBackend:
+        """The sentence encoder `name` (a packaged name, a folder or a hub id) with no label prototypes:
+        for `embed` alone."""
         from transformers import AutoModel
 
-        tokenizer = load_tokenizer(zcfg.encoder)
+        tokenizer = load_tokenizer(name)
         device = pick_device(runtime.device)
         try:
             # a packaged folder, a local folder, or the hub id the user's config names; no code of its own
-            path = resolve_model_name(zcfg.encoder)
+            path = resolve_model_name(name)
             encoder = (
                 AutoModel.from_pretrained(  # nosec B615
                     path, use_safetensors=True, trust_remote_code=False
@@ -100,13 +110,9 @@ class EmbeddingBackend:
                 .eval()
             )
         except OSError as err:
-            raise PipelineError(f"cannot load encoder {zcfg.encoder!r}: {str(err).splitlines()[0]}") from None
-        max_windows = zcfg.max_windows if zcfg.pooling == "mean" else 1
-        settings = WindowSettings(max_length=zcfg.max_length, stride=zcfg.stride, max_windows=max_windows)
+            raise PipelineError(f"cannot load encoder {name!r}: {str(err).splitlines()[0]}") from None
         precision = pick_precision(runtime.precision, device)
-        backend = cls(encoder, tokenizer, settings, np.zeros((0, 0)), device, precision, runtime.eval_batch_size)
-        backend.prototypes = np.stack([normalise(backend.embed(p).mean(axis=0)) for p in phrasings.values()])
-        return backend
+        return cls(encoder, tokenizer, settings, np.zeros((0, 0)), device, precision, runtime.eval_batch_size)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One L2-normalised vector per text: the mean of its windows' mean-pooled tokens."""

@@ -122,7 +122,7 @@ def log_evaluation(clf: Predictor, uri: str, data: EvalData) -> Evaluation:
     metrics = compute_metrics(y, probs, clf.labels, thresholds)
     mlflow.log_metric("test_seconds", time.perf_counter() - start)
     log_metrics(metrics, "test")
-    log_mistakes(data.texts, data.pairs, y, probs, clf.labels, "test", thresholds)
+    log_mistakes(data.texts, data.pairs, y, probs, clf.labels, "test", thresholds, explainer=clf)
     # the prepared data's digest, the one the training runs carry, so runs on the same data match
     mlflow.set_tag("data_digest", data.digest or digest)
     return Evaluation(metrics, uri, data.digest or digest, data.name)

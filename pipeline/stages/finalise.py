@@ -140,7 +140,7 @@ def score_test(data: TrainingData, fitted: Fitted, best_val: dict[str, Any], log
     metrics = compute_metrics(y, test, data.labels, thresholds)
     metrics["ece_uncalibrated"] = compute_metrics(y, uncalibrated, data.labels, thresholds)["ece"]
     log(log_metrics, metrics, "test")
-    log(log_mistakes, data.texts["test"], data.pairs["test"], y, test, data.labels, "test", thresholds)
+    log(log_mistakes, data.texts["test"], data.pairs["test"], y, test, data.labels, "test", thresholds, explainer=model)
     log(
         mlflow.log_metrics,
         {

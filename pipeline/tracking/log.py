@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.core.metrics import CALIBRATION_BINS, label_sets
 
+if TYPE_CHECKING:
+    from pipeline.models.predictor import Predictor
+
 MISTAKES_SHOWN = 25
+WHY_SENTENCES, WHY_CHARS = 2, 200  # top sentences shown per mistake, characters of each
 LABEL_KEYS_TAG = "metric_label_names"  # {name in metric keys: label}, for the labels the two differ
 _UNSAFE = re.compile(r"[^\w.\-]+")
 LABEL_KEY_LENGTH = 100  # MLflow takes keys up to 250 characters, prefix and metric name included
@@ -214,10 +218,24 @@ def log_mistakes(
     labels: list[str],
     prefix: str,
     thresholds: list[float] | None = None,
+    explainer: Predictor | None = None,
 ) -> None:
+    """The most confident mistakes as an MLflow table; with an `explainer` (the model), why each happened."""
     import mlflow
 
-    mlflow.log_table(mistakes_table(texts, pairs, y_true, probs, labels, thresholds), f"{prefix}/mistakes.json")
+    table = mistakes_table(texts, pairs, y_true, probs, labels, thresholds)
+    if explainer is not None and len(table):
+        table["why"] = why_column(explainer, texts, pairs, table)
+    mlflow.log_table(table, f"{prefix}/mistakes.json")
+
+
+def why_column(explainer: Predictor, texts: list[str], pairs: list[str] | None, table: Any) -> list[str]:
+    """Each mistake's top sentences for the label the model gave (its most likely one), with their weights."""
+    from pipeline.models.explain import explain_many
+
+    rows = [int(i) for i in table["row"]]
+    explanations = explain_many(explainer, [texts[i] for i in rows], [pairs[i] for i in rows] if pairs else None)
+    return [" | ".join(f"({s.weight:+.2f}) {s.text[:WHY_CHARS]}" for s in e.top(WHY_SENTENCES)) for e in explanations]
 
 
 def log_dataset(df: Any, source: str, name: str, context: str) -> str:
