@@ -90,7 +90,8 @@ def suggest(
     embedder = encoder(cfg) if strategy == "diverse" else None
 
     def embed(rows: np.ndarray) -> np.ndarray:
-        assert embedder is not None  # nosec B101: only diverse embeds
+        if embedder is None:
+            raise ValueError("only diverse embeds")
         return embedder.embed(with_pairs([kept_texts[i] for i in rows], [pairs[i] for i in rows] if pairs else None))
 
     ranked = pick(probs, strategy, n, np.random.default_rng(seed), embed, None, clf.card.multi_label)
@@ -129,10 +130,10 @@ def label_studio_tasks(rows: Any, texts: list[str], model_uri: str, multi_label:
 
 def label_studio_config(labels: list[str], multi_label: bool) -> str:
     """The labelling interface the tasks are for: one `label` choice (several when multi-label) of `text`."""
-    from xml.sax.saxutils import quoteattr  # nosec B406: writes XML, parses none
+    from html import escape
 
     choice = "multiple" if multi_label else "single"
-    options = "\n".join(f"    <Choice value={quoteattr(label)}/>" for label in labels)
+    options = "\n".join(f'    <Choice value="{escape(label, quote=True)}"/>' for label in labels)
     return (
         f'<View>\n  <Text name="text" value="$text"/>\n  <Choices name="label" toName="text" choice="{choice}">\n'
         f"{options}\n  </Choices>\n</View>\n"
