@@ -219,3 +219,16 @@ def test_simulation_logs_learning_curves(home, trained_here, capsys, monkeypatch
     assert [m.step for m in history] == [6, 12, 18]
     code, _, err = invoke(capsys, monkeypatch, "suggest", "--simulate", "-c", config, "--start", "100000")
     assert_one_line_error(code, err, "train articles")
+
+
+def test_each_logged_mistake_says_why(tiny):
+    from pipeline.tracking.log import mistakes_table, why_column
+
+    texts = [ARTICLE, "Goal for the team. The match was won.", ARTICLE.replace("market", "league")]
+    y = np.asarray([1, 0, 2])
+    probs = np.asarray([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
+    table = mistakes_table(texts, None, y, probs, LABELS)
+    assert list(table["row"]) == [0, 1]
+    why = why_column(tiny, texts, None, table)
+    assert len(why) == 2 and why[0].startswith("(") and " | " in why[0]
+    assert why[1].count("(") == 2 and "Goal for the team." in why[1]
