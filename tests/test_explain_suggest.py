@@ -232,3 +232,15 @@ def test_each_logged_mistake_says_why(tiny):
     why = why_column(tiny, texts, None, table)
     assert len(why) == 2 and why[0].startswith("(") and " | " in why[0]
     assert why[1].count("(") == 2 and "Goal for the team." in why[1]
+
+
+def test_a_stance_explanation_reads_the_pair_with_every_copy(tiny_model_dir):
+    pair_model = torch_predictor(tiny_model_dir, ["against", "favor", "neutral"])
+    e = explain(pair_model, ARTICLE, pair="Smith")
+    spans = sentence_spans(ARTICLE)
+    variants = [ARTICLE, *(without(ARTICLE, spans, {i}) for i in range(len(spans)))]
+    probs = pair_model.predict_proba(variants, ["Smith"] * len(variants))
+    k = int(probs[0].argmax())
+    assert [s.weight for s in e.sentences] == pytest.approx(np.log(probs[0, k]) - np.log(probs[1:, k]), abs=1e-5)
+    alone = pair_model.predict_proba(variants[:1], ["someone else"])
+    assert not np.allclose(alone[0], probs[0])  # the pair is read: another target, another answer
