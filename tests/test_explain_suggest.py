@@ -253,3 +253,15 @@ def test_explain_with_a_target_needs_a_stance_model(trained, shared_home, tmp_pa
     assert_one_line_error(code, err, "is not a stance model")
     code, _, err = invoke(capsys, monkeypatch, "explain", str(article), "--target", "X")
     assert_one_line_error(code, err, "target_stance")  # the topic config looks for the target-stance champion
+
+
+def test_faithfulness_of_one_sentence_texts_is_one_line_and_no_run(trained, shared_home, capsys, monkeypatch):
+    import mlflow
+
+    before = len(mlflow.search_runs(search_all_experiments=True))
+    config = str(shared_home / "config.yaml")
+    code, _, err = invoke(capsys, monkeypatch, "explain", "--evaluate", "-c", config, "--n", "5", "--json")
+    assert_one_line_error(code, err, "more than 3 sentences")
+    assert len(mlflow.search_runs(search_all_experiments=True)) == before
+    code, _, err = invoke(capsys, monkeypatch, "explain", "--evaluate", "-c", config, "--n", "0")
+    assert_one_line_error(code, err, "--n must be at least 1")

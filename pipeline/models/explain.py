@@ -108,6 +108,14 @@ class Faithfulness:
         return asdict(self)
 
 
+def explainable_rows(texts: list[str], ks: tuple[int, ...] = FAITHFULNESS_KS) -> list[int]:
+    """The texts with more sentences than the largest k: the ones faithfulness can score."""
+    keep = [i for i, t in enumerate(texts) if len(sentence_spans(t)) > max(ks)]
+    if not keep:
+        raise PipelineError(f"no text has more than {max(ks)} sentences to explain")
+    return keep
+
+
 def faithfulness(
     clf: Predictor,
     texts: list[str],
@@ -119,9 +127,7 @@ def faithfulness(
     """Comprehensiveness and sufficiency of the explanations of `texts` (their predicted labels), at each
     k, against k random sentences; texts with no more sentences than the largest k are left out."""
     rng = np.random.default_rng(seed)
-    keep = [i for i, t in enumerate(texts) if len(sentence_spans(t)) > max(ks)]
-    if not keep:
-        raise PipelineError(f"no text has more than {max(ks)} sentences to explain")
+    keep = explainable_rows(texts, ks)
     comp: dict[str, list[float]] = {f"{kind}{k}": [] for kind in ("top", "random") for k in ks}
     suff: dict[str, list[float]] = {key: [] for key in comp}
     for start in range(0, len(keep), chunk):

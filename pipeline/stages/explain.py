@@ -19,7 +19,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import write_text_atomic
 from pipeline.core.labelled import EvalData, extra_test_data, sample_rows
-from pipeline.models.explain import Explanation, Faithfulness, explain, faithfulness
+from pipeline.models.explain import Explanation, Faithfulness, explain, explainable_rows, faithfulness
 from pipeline.models.predictor import Predictor
 from pipeline.text.articles import model_input, read_inputs
 from pipeline.text.targets import main_targets
@@ -148,17 +148,18 @@ def evaluate_faithfulness(
     rows = sample_rows(strata, min(n, len(data.texts)), seed)
     texts = [data.texts[i] for i in rows]
     pairs = [data.pairs[i] for i in rows] if data.pairs is not None else None
+    explainable_rows(texts)  # a set of one-sentence texts fails before a run is opened
     store.use_experiment(cfg.mlflow.experiment)
     with mlflow.start_run(run_name=f"explain-faithfulness-{data.name}") as run:
         mlflow.set_tags({"stage": "explain", "task": cfg.task, "model_uri": uri, "eval_data": data.source})
+        store.log_config(cfg)
         mlflow.log_params({"n_requested": n, "seed": seed, "method": "sentence occlusion"})
         start = time.perf_counter()
         result = faithfulness(clf, texts, pairs, seed=seed)
         seconds = time.perf_counter() - start
-        mlflow.log_metric("n", result.n)
-        mlflow.log_metric("seconds", seconds)
+        metrics = {"n": float(result.n), "seconds": seconds}
         for kind, values in (("comprehensiveness", result.comprehensiveness), ("sufficiency", result.sufficiency)):
-            for key, value in values.items():
-                mlflow.log_metric(f"{kind}_{key}", value)
+            metrics |= {f"{kind}_{key}": value for key, value in values.items()}
+        mlflow.log_metrics(metrics)
         mlflow.log_dict(result.as_json(), "faithfulness.json")
     return FaithfulnessRun(result, uri, data.name, run.info.run_id, seconds)
