@@ -20,6 +20,7 @@ from pipeline.core.io import write_json_atomic
 from pipeline.text.windows import WindowSettings
 
 CARD_FILE = "pipeline.json"
+STANCE_TASKS = ("stance", "target_stance")  # the tasks whose pair is a claim or a target, not a title
 SCHEMA_VERSION = 2
 FINETUNED, EMBEDDING, NLI = "finetuned", "zeroshot-embedding", "zeroshot-nli"
 Combine = Literal["mean_logits", "max_logits", "mean_probs", "first"]

@@ -19,14 +19,13 @@ from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import write_text_atomic
 from pipeline.core.labelled import EvalData, extra_test_data, sample_rows
+from pipeline.models.card import STANCE_TASKS
 from pipeline.models.explain import Explanation, Faithfulness, explain, explainable_rows, faithfulness
 from pipeline.models.predictor import Predictor
 from pipeline.text.articles import model_input, read_inputs
 from pipeline.text.targets import main_targets
 from pipeline.tracking import store
 from pipeline.tracking.registry import load_registered
-
-STANCE_TASKS = ("stance", "target_stance")  # the tasks whose pair is a claim or a target
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import join_text_columns, read_table, write_text_atomic
+from pipeline.models.card import STANCE_TASKS
 from pipeline.models.selection import STRATEGIES, pick, uncertainty
 from pipeline.models.zeroshot import EmbeddingBackend, with_pairs
 from pipeline.text.windows import WindowSettings
@@ -81,18 +82,17 @@ def suggest(
     if pair_column:
         if pair_column in df.columns:
             pairs = [str(df[pair_column].iloc[i]) for i in keep]
-        elif clf.card.task in ("stance", "target_stance"):
+        elif clf.card.task in STANCE_TASKS:
             raise PipelineError(f"{data.name} has no column {pair_column!r}, which this stance model reads")
         else:
             pairs = [""] * len(keep)
     kept_texts = [texts[i] for i in keep]
     probs = clf.predict_proba(kept_texts, pairs)
-    embedder = encoder(cfg) if strategy == "diverse" else None
 
-    def embed(rows: np.ndarray) -> np.ndarray:
-        if embedder is None:
-            raise ValueError("only diverse embeds")
-        return embedder.embed(with_pairs([kept_texts[i] for i in rows], [pairs[i] for i in rows] if pairs else None))
+    def embed(rows: np.ndarray) -> np.ndarray:  # called by `diverse` alone, so the encoder loads only then
+        return encoder(cfg).embed(
+            with_pairs([kept_texts[i] for i in rows], [pairs[i] for i in rows] if pairs else None)
+        )
 
     ranked = pick(probs, strategy, n, np.random.default_rng(seed), embed, None, clf.card.multi_label)
     chosen = clf.decision.chosen(probs[ranked])
@@ -107,14 +107,14 @@ def suggest(
         write_text_atomic(out, rows.to_csv(index=False))
     else:
         texts_out = [kept_texts[i] for i in ranked]
-        write_text_atomic(out, json.dumps(label_studio_tasks(rows, texts_out, uri, clf.card.multi_label), indent=1))
+        write_text_atomic(out, json.dumps(label_studio_tasks(rows, texts_out, uri), indent=1))
         config_path = out.with_name(f"{out.stem}.label_config.xml")
         write_text_atomic(config_path, label_studio_config(clf.labels, clf.card.multi_label))
         extra.append(config_path)
     return Suggestions(out, len(ranked), len(keep), uri, extra)
 
 
-def label_studio_tasks(rows: Any, texts: list[str], model_uri: str, multi_label: bool) -> list[dict[str, Any]]:
+def label_studio_tasks(rows: Any, texts: list[str], model_uri: str) -> list[dict[str, Any]]:
     """Label Studio import tasks: the row's fields as `data` (the model's text as `text`), and the
     model's labels as a pre-annotation (`predictions`) for the `label` choices of `text`."""
     tasks = []
