@@ -22,6 +22,7 @@ def test_default_config_loads_and_holds_every_section():
         "baseline",
         "mlflow",
         "zeroshot",
+        "distill",
         "profiles",
     }
 

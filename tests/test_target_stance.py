@@ -64,7 +64,7 @@ def synthetic_target_rows(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
-def make_target_config(home, model, dev_fits_article_bias=False):
+def make_target_config(home, model, dev_fits_article_bias=False, distill=None):
     src = write_csv(home / "mtsc.csv", synthetic_target_rows(150, seed=3))
     docs = [
         {
@@ -87,6 +87,7 @@ def make_target_config(home, model, dev_fits_article_bias=False):
         raw["train"]["article_bias_set"] = None
     raw["model"].update(name=str(model), max_length=32, stride=8, max_windows=4)
     raw["train"].update(epochs=1, batch_size=8, output_dir=str(home / "model-target"))
+    raw["distill"] = distill  # the shipped config learns from the mpnet teacher: tests that distil give their own
     return write_test_config(raw, {}, home / "target_stance.yaml")
 
 

@@ -223,6 +223,22 @@ class ZeroShotConfig(Strict):
         return self
 
 
+class TransferSourceConfig(Strict):
+    name: str
+    source: str
+    where: dict[str, list[str]] | None
+    text_columns: list[str] = Field(min_length=1)
+
+
+class DistillConfig(Strict):
+    teacher: str  # a model reference (models:/NAME@ALIAS, runs:/ID/model, a folder) whose logits the student learns
+    temperature: float = Field(gt=0)
+    alpha: float = Field(ge=0, le=1)  # weight of the teacher's soft labels; 1 - alpha: the gold labels
+    soft_labels: str  # the teacher's logits and the digest of the examples they are for
+    transfer_size: int = Field(ge=0)  # unlabelled (sentence, entity) pairs drawn from transfer_sources
+    transfer_sources: list[TransferSourceConfig]
+
+
 class Config(Strict):
     task: str
     data: DataConfig
@@ -232,6 +248,7 @@ class Config(Strict):
     baseline: BaselineConfig
     mlflow: MlflowConfig
     zeroshot: ZeroShotConfig | None
+    distill: DistillConfig | None
     profiles: dict[str, dict[str, Any]]
 
     @model_validator(mode="after")
@@ -254,11 +271,24 @@ class Config(Strict):
             "train.class_bias": self.train.class_bias,
             "train.article_bias_set": self.train.article_bias_set is not None,
             "zeroshot": self.zeroshot is not None,
+            "distill": self.distill is not None,
             "data.extra_train": bool(self.data.extra_train),
             "data.extra_tests": bool(self.data.extra_tests),
         }
         if set_keys := [k for k, on in single_only.items() if on]:
             raise ValueError(f"data.multi_label: {', '.join(set_keys)} work on single-label tasks only")
+        return self
+
+    @model_validator(mode="after")
+    def _distill_has_pairs(self) -> Config:
+        if self.distill is None:
+            return self
+        if self.distill.transfer_size and self.data.pair_column is None:
+            raise ValueError(
+                "distill.transfer_size: the transfer set pairs sentences with entities; it needs data.pair_column"
+            )
+        if self.train.class_weights != "none":
+            raise ValueError("distill: the soft labels carry the classes' balance; set train.class_weights: none")
         return self
 
     @model_validator(mode="after")

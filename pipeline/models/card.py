@@ -51,6 +51,7 @@ class TrainingCard(_Card):
     # every step of the training is done (the decision fitted on validation): only such a folder is
     # logged or registered; False while it is an epoch's checkpoint, None in cards written before this
     complete: bool | None = None
+    teacher: str | None = None  # distilled: the URI of the model whose soft labels it learnt
 
 
 class ZeroShotCard(_Card):

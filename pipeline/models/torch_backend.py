@@ -6,6 +6,7 @@ them at their top, only from here): predict's ONNX path loads this module's neig
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,13 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def classifier_class(pooling: str) -> Any:
-    """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT family);
-    `mean_mention`: that mean beside the mean of the pair's mentions in the text."""
+def classifier_class(pooling: str, model_type: str = "bert") -> Any:
+    """`cls`: the architecture's own classification head; `mean`: mean of token embeddings (BERT and
+    MPNet); `mean_mention`: that mean beside the mean of the pair's mentions in the text."""
     if pooling in ("mean", "mean_mention"):
-        from pipeline.models.mean_pool import MeanPoolBertClassifier  # it imports torch at its top
+        from pipeline.models.mean_pool import mean_pool_class  # it imports torch at its top
 
-        return MeanPoolBertClassifier
+        return mean_pool_class(model_type)
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification
@@ -65,11 +66,19 @@ def build_classifier(
         )
         if pooling == "mean_mention":
             config.mention_pooling = True  # saved in config.json: the head's width follows it on load
-        return classifier_class(pooling).from_pretrained(
+        return classifier_class(pooling, config.model_type).from_pretrained(
             path, config=config, use_safetensors=True, trust_remote_code=False
         )
     except OSError as err:
         raise PipelineError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def model_type_of(folder: Path) -> str:
+    """The `model_type` config.json names (BERT when it cannot be read: loading then names the fault)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") or "bert")
+    except (OSError, ValueError, AttributeError):
+        return "bert"
 
 
 def pad_batch(windows: Windows, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -149,7 +158,7 @@ class TorchBackend:
         quiet_transformers()
         dev = pick_device(device)
         # safetensors only, every weight checked, no custom code, nothing fetched (pipeline/models/weights.py)
-        model = load_weights(classifier_class(pooling), folder).to(dev)
+        model = load_weights(classifier_class(pooling, model_type_of(folder)), folder).to(dev)
         tokenizer = load_tokenizer_from(folder)
         model.eval()
         return cls(model, tokenizer, settings, dev, pick_precision(precision, dev), batch_size)

@@ -25,6 +25,7 @@ from pipeline.models.decision import Decision, Route
 from pipeline.models.gate import RelatednessGate
 from pipeline.models.runtime import pick_device, pick_precision, set_threads
 from pipeline.models.torch_backend import build_classifier, pad_batch, window_logits
+from pipeline.stages.distill import NO_LABEL, Distillation, distillation_examples, distillation_loss
 from pipeline.stages.resume import ResumeInfo, resume_dir, save_resume_state, saved_val_logits
 from pipeline.stages.train_data import (
     TrainingData,
@@ -80,6 +81,8 @@ class Setup:
     total_steps: int
     epochs: int
     fast_paths: dict[str, bool]
+    distillation: Distillation | None = None  # the teacher's soft labels, when the config distils
+    teacher_logits: np.ndarray | None = None  # the teacher's logits of each training window
 
 
 def build_setup(
@@ -95,13 +98,16 @@ def build_setup(
     if multi_label:
         set_prior_bias(model, data.ys["train"][rows])
     train_pairs = data.pairs["train"]
-    train_windows, train_y = training_windows(
-        cfg,
-        data.tokenizer,
-        [data.texts["train"][i] for i in rows],
-        drop_pairs([train_pairs[i] for i in rows], t.pair_dropout, t.seed) if train_pairs is not None else None,
-        data.ys["train"][rows],
-    )
+    texts = [data.texts["train"][i] for i in rows]
+    pairs = [train_pairs[i] for i in rows] if train_pairs is not None else None
+    y, distillation = data.ys["train"][rows], None
+    if cfg.distill is not None:
+        distillation = distillation_examples(cfg, data.labels, texts, pairs, data.texts["test"])
+        texts, y = texts + distillation.texts, np.concatenate([y, np.full(len(distillation.texts), NO_LABEL)])
+        pairs = pairs + distillation.pairs if pairs is not None else None
+    student_pairs = drop_pairs(pairs, t.pair_dropout, t.seed) if pairs is not None else None
+    train_windows, train_y = training_windows(cfg, data.tokenizer, texts, student_pairs, y)
+    teacher_logits = distillation.teacher_logits[train_windows.owner] if distillation is not None else None
     decision = Decision(data.labels, m.combine, gate=gate, multi_label=multi_label)
     val_route = decision.route(data.texts["validation"], data.pairs["validation"])
     val_texts = [data.texts["validation"][i] for i in val_route.rows]
@@ -144,6 +150,8 @@ def build_setup(
         total_steps,
         epochs,
         fast_paths,
+        distillation,
+        teacher_logits,
     )
 
 
@@ -200,7 +208,9 @@ class Progress:
         )
 
 
-def save_checkpoint(cfg: Config, data: TrainingData, inner: Any, decision: Decision, epoch: int, f1: float) -> None:
+def save_checkpoint(
+    cfg: Config, data: TrainingData, inner: Any, decision: Decision, epoch: int, f1: float, teacher: str | None = None
+) -> None:
     """The model of this epoch as a model folder: weights, tokenizer, gate, card and the resolved config."""
     m = cfg.model
     card = ModelCard(
@@ -216,7 +226,7 @@ def save_checkpoint(cfg: Config, data: TrainingData, inner: Any, decision: Decis
             gate_label=decision.gate.label if decision.gate else None,
             multi_label=decision.multi_label,
         ),
-        training=TrainingCard(val_macro_f1=f1, epoch=epoch, data_digest=data.digest, complete=False),
+        training=TrainingCard(val_macro_f1=f1, epoch=epoch, data_digest=data.digest, complete=False, teacher=teacher),
     )
     with atomic_dir(data.model_dir) as tmp:
         inner.save_pretrained(tmp)
@@ -248,7 +258,12 @@ def train_epoch(
             target = target.float()
         with accelerator.autocast():
             logits = model(**{k: v.to(session.device) for k, v in batch.items()}).logits
-        loss = setup.loss_fn(logits.float(), target)
+        if setup.distillation is not None and setup.teacher_logits is not None:
+            teacher = torch.as_tensor(setup.teacher_logits[idx], device=session.device)
+            d = setup.distillation
+            loss = distillation_loss(logits.float(), target, teacher, d.temperature, d.alpha)
+        else:
+            loss = setup.loss_fn(logits.float(), target)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         setup.optimizer.step()
@@ -294,7 +309,8 @@ def keep_best(
         state.best_val, state.best_val_logits = val, logits
         if session.main:
             inner = session.accelerator.unwrap_model(setup.model)
-            save_checkpoint(cfg, data, inner, setup.decision, epoch, state.best_f1)
+            teacher = setup.distillation.teacher if setup.distillation is not None else None
+            save_checkpoint(cfg, data, inner, setup.decision, epoch, state.best_f1, teacher)
         return state.step >= setup.total_steps or epoch == setup.epochs
     state.bad_epochs += 1
     return (

@@ -205,6 +205,13 @@ def log_inputs(cfg: Config, session: Session, data: TrainingData, setup: Setup, 
     else:
         log_prepared_splits(data.dataset, source, cfg.task)
     mlflow.log_metrics({"train_windows": len(setup.train_windows), "train_articles": len(setup.rows)})
+    if (d := setup.distillation) is not None:
+        mlflow.set_tag("teacher", d.teacher)
+        gold = data.ys["train"][setup.rows]
+        agreement = float((d.teacher_logits[: len(gold)].argmax(axis=1) == gold).mean()) if len(gold) else float("nan")
+        mlflow.log_metrics(
+            {"transfer_rows": len(d.texts), "soft_labels_cached": int(d.cached), "teacher_train_agreement": agreement}
+        )
     gate, p_gate = setup.decision.gate, setup.val_route.p_gate
     if gate is not None and p_gate is not None:
         gate_index = data.labels.index(gate.label)

@@ -56,3 +56,13 @@ def main_targets(text: str, limit: int = 5) -> list[str]:
         if len(names) == limit:
             break
     return names
+
+
+def mention_form(sentence: str, name: str) -> str | None:
+    """The form of `name` that `sentence` mentions (the full name, else its last word), or None."""
+    if not name.split():
+        return None
+    for form in dict.fromkeys([name, name.split()[-1]]):
+        if re.search(rf"(?<!\w){re.escape(form)}(?!\w)", sentence):
+            return form
+    return None
