@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import write_csv
 from test_target_stance import make_target_config
 
@@ -114,3 +115,34 @@ def test_student_learns_a_tiny_teacher_and_reuses_its_soft_labels(home, tiny_mod
     other = load_config(make_target_config(home, tiny_model_dir, distill=distill_section(home, str(kept), transfer=5)))
     with pytest.raises(PipelineError, match=r"no soft labels for these examples .*--set distill=null"):
         train(other, show_progress=False, register=False)
+
+
+@pytest.mark.e2e
+def test_the_shipped_soft_labels_fit_the_shipped_config(home) -> None:
+    """`make train` distils without the teacher: the committed cache must be for exactly the examples the
+    shipped config builds (a changed sentence splitter, name finder or data file shows here first)."""
+    from conftest import ROOT
+
+    from pipeline.stages.distill import distillation_examples
+    from pipeline.stages.prepare import load_prepared, prepare, split_targets
+
+    raw = yaml.safe_load((ROOT / "configs" / "target_stance.yaml").read_text())
+    raw["data"]["prepared_dir"] = str(home / "prepared")
+    raw["distill"]["soft_labels"] = str(ROOT / raw["distill"]["soft_labels"])
+    raw["distill"]["teacher"] = str(home / "no-teacher")  # found nowhere: only the cache can answer
+    for entry in [*raw["data"]["extra_tests"], *raw["distill"]["transfer_sources"]]:
+        entry["source"] = str((ROOT / entry["source"]).resolve())
+    raw["data"]["source"] = str((ROOT / raw["data"]["source"]).resolve())
+    path = home / "target_stance.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    prepare(cfg)
+    dataset, card = load_prepared(cfg)
+    train_split = dataset["train"]
+    d = distillation_examples(
+        cfg, list(card["labels"]), list(train_split["text"]), list(train_split["pair"]), list(dataset["test"]["text"])
+    )
+    assert d.cached and len(d.texts) == cfg.distill.transfer_size
+    assert d.teacher_logits.shape == (len(train_split) + len(d.texts), 3)
+    agreement = (d.teacher_logits[: len(train_split)].argmax(1) == split_targets(train_split)).mean()
+    assert agreement > 0.8  # the teacher's logits belong to these rows, in this order
