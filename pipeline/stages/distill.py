@@ -12,6 +12,7 @@ labels, the transfer rows taking the first term only.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def read_soft_labels(path: Path, digest: str) -> tuple[np.ndarray, str] | None:
 
 def write_soft_labels(path: Path, digest: str, logits: np.ndarray, teacher: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # each process of a distributed run its own
     np.savez_compressed(tmp, digest=np.array(digest), logits=logits.astype(np.float32), teacher=np.array(teacher))
     tmp.replace(path)
 
