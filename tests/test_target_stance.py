@@ -133,6 +133,7 @@ def test_article_offsets_are_fitted_on_the_article_set_and_kept_with_the_model(h
     result = train(cfg, show_progress=False)
     saved = load_torch(result.model_dir, "cpu", "fp32")
     assert saved.decision.article_bias is not None and len(saved.decision.article_bias) == 3
+    assert saved.decision.article_reading == "mention_sentences"  # the shipped reading, kept in the card
     [dev] = extra_test_data(cfg, "persent_dev")
     assert (saved.windows_per_text(dev.texts, dev.pairs) > 1).all()  # every dev document is an article here
     y = label_indices(dev.labels, saved.labels)
@@ -156,3 +157,81 @@ def test_article_bias_set_must_be_an_extra_test_set(home, tiny_model_dir):
     path = make_target_config(home, tiny_model_dir, dev_fits_article_bias=True)
     with pytest.raises(PipelineError, match=r"article_bias_set 'nope' is not a data\.extra_tests set"):
         load_config(path, ["train.article_bias_set=nope"])
+
+
+def test_mention_sentences_finds_full_and_last_name_forms():
+    from pipeline.text.targets import mention_sentences
+
+    text = "Vladimir Putin met reporters. The weather was cold. Mr. Putin declined. Putinism is a word."
+    assert mention_sentences(text, "Vladimir Putin") == [
+        ("Vladimir Putin met reporters.", "Vladimir Putin"),
+        ("Mr. Putin declined.", "Putin"),
+    ]
+    assert mention_sentences(text, "Angela Merkel") == []
+    assert mention_sentences(text, "") == []
+
+
+def test_mean_log_probs_is_the_softmax_of_the_mean_log_probability():
+    from pipeline.models.decision import mean_log_probs
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+    out = mean_log_probs(probs, np.array([0, 0, 1]), 2)
+    by_hand = np.sqrt(probs[0] * probs[1])  # geometric mean, renormalised
+    np.testing.assert_allclose(out[0], by_hand / by_hand.sum())
+    np.testing.assert_allclose(out[1], probs[2])
+
+
+def test_an_article_is_read_by_its_mention_sentences_and_a_sentence_as_itself():
+    from typing import ClassVar
+
+    from pipeline.models.decision import Decision
+    from pipeline.models.predictor import Predictor
+    from pipeline.text.windows import Windows
+
+    class Backend:  # two windows for any text over 40 characters; "praised" reads favor, "attacked" against
+        seen: ClassVar[list[tuple[str, str]]] = []
+
+        def windows(self, texts, pairs):
+            owner = [i for i, t in enumerate(texts) for _ in range(2 if len(t) > 40 else 1)]
+            return Windows([[1]] * len(owner), [[0]] * len(owner), owner)
+
+        def window_logits(self, texts, pairs):
+            self.seen.extend(zip(texts, pairs, strict=True))
+            windows = self.windows(texts, pairs)
+            rows = [[2.0 * ("attacked" in texts[i]), 2.0 * ("praised" in texts[i]), 0.0] for i in windows.owner]
+            return np.asarray(rows), windows
+
+    class Card:
+        labels: ClassVar[list[str]] = ["against", "favor", "neutral"]
+
+    texts = [
+        "Alice Smith praised the plan. Bob Jones attacked it. Smith met him.",  # an article: two mentions
+        "Bob Jones attacked it.",  # a sentence
+        "Nobody here is named at all, and this runs long.",  # an article with no mention
+    ]
+    pairs = ["Alice Smith", "Bob Jones", "Carol King"]
+    bias = [0.0, 0.0, 1.0]
+    reading = Decision(Card.labels, article_reading="mention_sentences", article_bias=bias)
+    model = Predictor(Card(), Backend(), reading)  # type: ignore[arg-type]
+    out = model.predict_proba(texts, pairs)
+    assert Backend.seen == [
+        ("Alice Smith praised the plan.", "Alice Smith"),
+        ("Smith met him.", "Smith"),
+        ("Bob Jones attacked it.", "Bob Jones"),
+        (texts[2], "Carol King"),
+    ]
+    favor, neutral = np.exp([2.0, 0.0]) / np.exp([2.0, 0.0, 0.0]).sum()
+    sentence_mean = np.exp([np.log(neutral), (np.log(favor) + np.log(neutral)) / 2, np.log(neutral)])
+    article = sentence_mean / sentence_mean.sum() * np.exp(bias)
+    np.testing.assert_allclose(out[0], article / article.sum())
+    np.testing.assert_allclose(out[1], np.exp([2.0, 0.0, 0.0]) / np.exp([2.0, 0.0, 0.0]).sum())  # no offsets
+    Backend.seen.clear()
+    windows = Predictor(Card(), Backend(), reading.but(article_reading="windows"))  # type: ignore[arg-type]
+    windows.predict_proba(texts, pairs)
+    assert [t for t, _ in Backend.seen] == texts
+
+
+def test_mention_reading_needs_a_pair_column(home, tiny_model_dir):
+    path = make_config(home, tiny_model_dir, write_csv(home / "news.csv", synthetic_rows(8)))
+    with pytest.raises(PipelineError, match=r"mention_sentences reads the sentences mentioning the pair"):
+        load_config(path, ["data.pair_column=null", "model.article_reading=mention_sentences"])

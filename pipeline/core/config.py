@@ -129,6 +129,8 @@ class ModelConfig(Strict):
     evidence_first: bool
     tfidf_blend: bool
     tfidf_first: bool
+    # pair tasks: an article (a text over one window) read by its windows, or by its sentences that mention the pair
+    article_reading: Literal["windows", "mention_sentences"]
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:
@@ -262,6 +264,14 @@ class Config(Strict):
         return self
 
     @model_validator(mode="after")
+    def _mention_reading_has_pairs(self) -> Config:
+        if self.model.article_reading == "mention_sentences" and self.data.pair_column is None:
+            raise ValueError(
+                "model.article_reading: mention_sentences reads the sentences mentioning the pair: set data.pair_column"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _multi_label_fits(self) -> Config:
         if not self.data.multi_label:
             return self
@@ -272,6 +282,7 @@ class Config(Strict):
             "train.article_bias_set": self.train.article_bias_set is not None,
             "zeroshot": self.zeroshot is not None,
             "distill": self.distill is not None,
+            "model.article_reading: mention_sentences": self.model.article_reading == "mention_sentences",
             "data.extra_train": bool(self.data.extra_train),
             "data.extra_tests": bool(self.data.extra_tests),
         }

@@ -24,6 +24,7 @@ STANCE_TASKS = ("stance", "target_stance")  # the tasks whose pair is a claim or
 SCHEMA_VERSION = 2
 FINETUNED, EMBEDDING, NLI = "finetuned", "zeroshot-embedding", "zeroshot-nli"
 Combine = Literal["mean_logits", "max_logits", "mean_probs", "first"]
+ArticleReading = Literal["windows", "mention_sentences"]
 
 
 class _Card(BaseModel):
@@ -42,6 +43,9 @@ class DecisionCard(_Card):
     tfidf_first: float | None = None  # where the TF-IDF model is this sure it answers alone (set by export)
     class_bias: list[float] | None = None  # per-class log-probability offsets
     article_bias: list[float] | None = None  # further offsets for texts longer than one window
+    article_reading: ArticleReading = (
+        "windows"  # pair texts longer than one window: their windows, or mention sentences
+    )
 
 
 class TrainingCard(_Card):

@@ -10,6 +10,10 @@ built from the model card, does the rest, in this order:
 3. the gate's and the transformer's probabilities joined, or the TF-IDF blend stacked on;
 4. per-class offsets (`class_bias`), and offsets for texts longer than one window (`article_bias`).
 
+With `article_reading: mention_sentences` the Predictor reads a pair text longer than one window (an
+article) as its sentences that mention the pair, each through steps 1-4 as a sentence, and joins them
+with `mean_log_probs` before the article offsets.
+
 A multi-label model (`multi_label`) reads its logits through a sigmoid a label instead of a softmax,
 blends per label, and `chosen` gives each text every label at or above its threshold (at least one).
 
@@ -65,6 +69,16 @@ def combine_windows(
     return probs
 
 
+def mean_log_probs(probs: np.ndarray, owner: np.ndarray, n_texts: int) -> np.ndarray:
+    """Per-text probabilities from those of its units (`owner[i]`: the text of row i): the softmax of
+    their mean log-probability, so a unit sure of a class counts for more than a mean of probabilities."""
+    log_p = np.log(np.clip(probs, 1e-9, 1.0))
+    sums = np.zeros((n_texts, probs.shape[1]))
+    np.add.at(sums, owner, log_p)
+    means = sums / np.bincount(owner, minlength=n_texts)[:, None]
+    return softmax(means)
+
+
 def apply_class_bias(probs: np.ndarray, bias: list[float] | None) -> np.ndarray:
     """Probabilities times exp(bias), renormalised: the decision rule fitted on validation
     (`train.class_bias`); no bias leaves them as they are."""
@@ -112,6 +126,7 @@ class Decision:
     article_bias: list[float] | None = None
     multi_label: bool = False
     thresholds: list[float] | None = None  # multi-label: per label (None: 0.5)
+    article_reading: str = "windows"  # or "mention_sentences": see Predictor
 
     @classmethod
     def from_card(cls, card: ModelCard, folder: Path) -> Decision:
@@ -128,6 +143,7 @@ class Decision:
             article_bias=d.article_bias,
             multi_label=d.multi_label,
             thresholds=d.thresholds,
+            article_reading=d.article_reading,
         )
 
     def to_card(self) -> DecisionCard:
@@ -141,6 +157,7 @@ class Decision:
             article_bias=self.article_bias,
             multi_label=self.multi_label,
             thresholds=self.thresholds,
+            article_reading=self.article_reading,  # type: ignore[arg-type]
         )
 
     def chosen(self, probs: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def build_setup(
     student_pairs = drop_pairs(pairs, t.pair_dropout, t.seed) if pairs is not None else None
     train_windows, train_y = training_windows(cfg, data.tokenizer, texts, student_pairs, y)
     teacher_logits = distillation.teacher_logits[train_windows.owner] if distillation is not None else None
-    decision = Decision(data.labels, m.combine, gate=gate, multi_label=multi_label)
+    decision = Decision(data.labels, m.combine, gate=gate, multi_label=multi_label, article_reading=m.article_reading)
     val_route = decision.route(data.texts["validation"], data.pairs["validation"])
     val_texts = [data.texts["validation"][i] for i in val_route.rows]
     val_pairs = val_route.take(data.pairs["validation"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from pipeline.text.sentences import sentence_spans
+
 NAME_RUN = re.compile(r"\b[A-Z][\w'’-]*(?:[ \t]+(?:of[ \t]+|the[ \t]+)?[A-Z][\w'’-]*)*")
 LOWER_SUFFIX = re.compile(r"(\w)-(?=[a-z])")  # "Moscow-based" -> "Moscow based"
 POSSESSIVE = re.compile(r"['’]s\b")
@@ -66,3 +68,13 @@ def mention_form(sentence: str, name: str) -> str | None:
         if re.search(rf"(?<!\w){re.escape(form)}(?!\w)", sentence):
             return form
     return None
+
+
+def mention_sentences(text: str, name: str) -> list[tuple[str, str]]:
+    """Each sentence of `text` that mentions `name`, in order, with the form it mentions (see `mention_form`)."""
+    out = []
+    for a, b in sentence_spans(text):
+        sentence = text[a:b]
+        if (form := mention_form(sentence, name)) is not None:
+            out.append((sentence, form))
+    return out
